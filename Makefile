@@ -1,0 +1,64 @@
+# The course's commands. Everything runs from the repository's own .venv, created on first use.
+#   make lab      install (first time) and open the lessons in JupyterLab
+#   make test     install (first time) and run the whole test suite (what CI runs)
+#   make check LESSON=01_intro_to_rnns   check your own notebook in lessons/
+# Instructors: make release | autograde | feedback | export | images   (see README.md)
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# nbgrader calls alembic by name, so the venv's bin/ must come first on PATH.
+RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
+LESSON ?=
+ARGS ?=
+LINTED := helpers tests benchmarks images
+
+.PHONY: install lab test lint check release autograde feedback export images clean-grading help
+
+help:
+	@sed -n '1,6p' Makefile
+
+install: $(STAMP)
+
+# Re-runs only when the lock file or the package definition changes (a fast no-op otherwise).
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+lab: $(STAMP)
+	$(RUN) $(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=lessons $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+test: $(STAMP) lint
+	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest $(ARGS)
+
+check: $(STAMP)
+	@test -n "$(LESSON)" || { echo "usage: make check LESSON=01_intro_to_rnns"; exit 2; }
+	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/check_lesson.py --lesson=$(LESSON) \
+		-p no:cacheprovider -q $(ARGS)
+
+release: $(STAMP)
+	$(RUN) $(BIN)/nbgrader generate_assignment '*' --no-db --force --log-level=WARN
+
+autograde: $(STAMP)
+	$(RUN) COURSE_FAST=1 $(BIN)/python -m helpers.grading autograde
+
+feedback: $(STAMP)
+	$(RUN) $(BIN)/python -m helpers.grading feedback
+
+export: $(STAMP)
+	$(RUN) $(BIN)/python -m helpers.grading export
+
+images: $(STAMP)
+	cd images && for script in draw_*.py; do ../$(BIN)/python $$script || exit 1; done
+
+clean-grading:
+	rm -rf grading

@@ -1,0 +1,548 @@
+"""Training, evaluating and saving a character-level language model (lesson 04_char_lstm).
+
+The model is the learner's own: anything with ``forward(x, hidden) -> (logits, hidden)`` for
+integer input ``x (batch, seq)`` and logits ``(batch, seq, vocab)``, plus ``init_hidden(batch)``.
+The batches come from the learner's own ``get_batches``. This module adds what every training
+run needs around them:
+
+* **truncated back-propagation through time**: the hidden state is carried from one batch to the
+  next (row r of a batch continues row r of the one before) and *detached*, so gradients flow
+  back ``seq_length`` steps and no further;
+* **gradient clipping**, **AdamW** with a linear warm-up and a cosine decay;
+* a **step or wall-clock budget** (``max_steps`` / ``budget_seconds``), a tqdm progress bar
+  showing the training loss, validation loss in nats and bits per character, a loss-curve plot;
+* **checkpoints** holding the model's weights, its vocabulary and its hyper-parameters.
+
+Validation loss is measured two ways (both in nats per character, the mean cross-entropy):
+
+* ``"stream"``: the validation text cut into a few long contiguous streams, read in chunks with the
+  hidden state carried, so almost every character is predicted with all the context before it.
+  This is how the model is used when it writes text.
+* ``"win64"``: independent 64-character windows, each from a zero state, every position scored
+  (the protocol of nanoGPT's small CPU configuration, for comparison with it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from helpers.runtime import REPO_ROOT
+from helpers.text import Vocab
+
+LN2 = math.log(2.0)
+
+#: The lesson's model: one LSTM layer of 512 units (CharRNN's keyword arguments).
+MODEL_CONFIG = {"hidden_size": 512, "num_layers": 1, "dropout": 0.0}
+
+#: Name of the checkpoint that ships with lesson 04 (in solutions/ and lessons/04_char_lstm/).
+CHECKPOINT_NAME = "char_lstm_tinyshakespeare.pt"
+LESSON = "04_char_lstm"
+_FORMAT = "rnn-course-char-model/1"
+
+
+@dataclass
+class TrainConfig:
+    """How to train (the defaults are the lesson's configuration).
+
+    Attributes:
+        batch_size: sequences per batch (rows carried in parallel).
+        seq_length: characters per row and batch: how far back gradients flow.
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW's decoupled weight decay, on weight matrices only.
+        warmup_steps: steps of linear warm-up from 0 to ``lr``.
+        final_lr_fraction: the cosine decay ends at ``lr * final_lr_fraction``.
+        clip_norm: gradients are rescaled so their global norm is at most this.
+        max_steps: stop after this many optimiser steps (``None``: no limit).
+        budget_seconds: stop after this much training time (``None``: no limit). Time spent on
+            validation during training is not counted. The learning rate decays with whichever
+            of steps or time is the further along.
+        eval_every: validate every this many steps (0: never during training).
+        eval_chars: validate on the first this many validation characters during training
+            (``None``: all of them). The final figures use ``evaluate`` on the whole text.
+        seed: seeds the random start offset of each epoch and dropout.
+    """
+
+    batch_size: int = 32
+    seq_length: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    final_lr_fraction: float = 0.05
+    clip_norm: float = 1.0
+    max_steps: int | None = None
+    budget_seconds: float | None = None
+    eval_every: int = 0
+    eval_chars: int | None = 50_000
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("batch_size", "seq_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.max_steps is None and self.budget_seconds is None:
+            raise ValueError("give max_steps or budget_seconds (or both): training needs an end")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.budget_seconds is not None and not self.budget_seconds > 0:
+            raise ValueError(f"budget_seconds must be positive, got {self.budget_seconds}")
+        if not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be positive, got {self.clip_norm}")
+        if not 0 <= self.final_lr_fraction <= 1:
+            raise ValueError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
+
+
+@dataclass
+class History:
+    """What happened during training (losses in nats per character)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    steps: int = 0
+    epochs: int = 0
+    train_seconds: float = 0.0
+    chars_per_s: float = 0.0
+    stopped_by: str = ""
+
+    @property
+    def final_train_loss(self) -> float:
+        """Mean training loss of the last 50 steps."""
+        tail = self.train_loss[-50:]
+        return float(np.mean(tail)) if tail else float("nan")
+
+
+def bits_per_char(nats: float) -> float:
+    """Convert a loss in nats per character (natural log) to bits per character (log base 2)."""
+    return nats / LN2
+
+
+def detach_hidden(hidden):
+    """The hidden state cut off from the graph of the batch that produced it.
+
+    Truncated back-propagation through time: the next batch starts from these *values*, but its
+    gradients stop here instead of flowing back through every batch since the start.
+    """
+    if isinstance(hidden, torch.Tensor):
+        return hidden.detach()
+    if isinstance(hidden, tuple | list):
+        return type(hidden)(detach_hidden(h) for h in hidden)
+    raise ValueError(f"expected the hidden state as a tensor or a tuple, got {type(hidden)}")
+
+
+def _to_device(hidden, device):
+    if isinstance(hidden, torch.Tensor):
+        return hidden.to(device)
+    return type(hidden)(_to_device(h, device) for h in hidden)
+
+
+def _as_indices(data, name: str) -> np.ndarray:
+    array = np.asarray(data)
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise ValueError(
+            f"{name} should be a 1-D integer array of character indices, got dtype "
+            f"{array.dtype} and shape {array.shape}"
+        )
+    return array.astype(np.int64, copy=False)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _lr_factor(step: int, progress: float, config: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then a cosine decay over the whole run."""
+    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    progress = min(max(progress, 0.0), 1.0)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return warm * (config.final_lr_fraction + (1.0 - config.final_lr_fraction) * cosine)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the weight matrices and none on biases."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}]
+    if other:
+        groups.append({"params": other, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
+
+
+def train(
+    model: nn.Module,
+    train_data,
+    val_data,
+    get_batches: Callable,
+    config: TrainConfig,
+    progress: bool = True,
+    desc: str = "training",
+) -> History:
+    """Train a character model with truncated BPTT; return its ``History``.
+
+    Args:
+        model: ``forward(x, hidden) -> (logits, hidden)`` with ``x`` int64 ``(batch, seq)`` and
+            ``logits`` ``(batch, seq, vocab)``; ``init_hidden(batch_size)``. Trained in place on
+            the device its parameters are on.
+        train_data: int ``(n_train,)`` character indices.
+        val_data: int ``(n_val,)`` character indices (used when ``config.eval_every > 0``).
+        get_batches: ``get_batches(arr, batch_size, seq_length)`` yielding ``(x, y)`` int arrays
+            ``(batch_size, seq_length)`` whose row r continues row r of the batch before.
+        config: a ``TrainConfig``.
+        progress: show a tqdm progress bar.
+
+    Each epoch starts from a zero hidden state at a random offset in ``[0, seq_length)`` of the
+    text (so the chunk boundaries differ from epoch to epoch); within an epoch the state is
+    carried from batch to batch and detached.
+    """
+    if not callable(get_batches):
+        raise ValueError("get_batches must be a function (arr, batch_size, seq_length)")
+    train_data = _as_indices(train_data, "train_data")
+    val_data = _as_indices(val_data, "val_data")
+    per_batch = config.batch_size * config.seq_length
+    if len(train_data) - config.seq_length <= per_batch:
+        raise ValueError(
+            f"batch_size {config.batch_size} x seq_length {config.seq_length} = {per_batch} "
+            f"characters per batch is more than the {len(train_data)} training characters "
+            "allow; use a smaller batch or a longer text"
+        )
+    device = _model_device(model)
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    optimizer = make_optimizer(model, config)
+    loss_fn = nn.CrossEntropyLoss()
+    history = History()
+
+    by_time = config.budget_seconds is not None and config.max_steps is None
+    total = round(config.budget_seconds) if by_time else config.max_steps
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit="s" if by_time else "step",
+        disable=not progress,
+        mininterval=0.5,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+    )
+    smoothed = None
+    train_seconds = 0.0
+    done = False
+    model.train()
+    while not done:
+        offset = int(rng.integers(0, config.seq_length)) if history.epochs else 0
+        hidden = _to_device(model.init_hidden(config.batch_size), device)
+        steps_before = history.steps
+        for x, y in get_batches(train_data[offset:], config.batch_size, config.seq_length):
+            started = time.perf_counter()
+            progress_now = max(
+                history.steps / config.max_steps if config.max_steps else 0.0,
+                train_seconds / config.budget_seconds if config.budget_seconds else 0.0,
+            )
+            lr = config.lr * _lr_factor(history.steps, progress_now, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x_t = torch.as_tensor(x, dtype=torch.long, device=device)
+            y_t = torch.as_tensor(y, dtype=torch.long, device=device)
+            logits, hidden = model(x_t, hidden)
+            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), y_t.reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            optimizer.step()
+            hidden = detach_hidden(hidden)
+            value = loss.item()
+            train_seconds += time.perf_counter() - started
+
+            history.steps += 1
+            history.train_loss.append(value)
+            history.learning_rates.append(lr)
+            smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
+            if not math.isfinite(value):
+                bar.close()
+                raise FloatingPointError(f"the training loss became {value} at step "
+                                         f"{history.steps}; try a smaller learning rate")
+            done = (config.max_steps is not None and history.steps >= config.max_steps) or (
+                config.budget_seconds is not None and train_seconds >= config.budget_seconds
+            )
+            if config.eval_every and (history.steps % config.eval_every == 0 or done):
+                val = evaluate(model, val_data, max_chars=config.eval_chars)
+                model.train()
+                history.val_steps.append(history.steps)
+                history.val_loss.append(val)
+            postfix = {"loss": f"{smoothed:.3f}", "lr": f"{lr:.1e}"}
+            if history.val_loss:
+                postfix["val"] = f"{history.val_loss[-1]:.3f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update((round(min(train_seconds, total)) - bar.n) if by_time else 1)
+            if done:
+                break
+        if history.steps == steps_before:
+            bar.close()
+            raise ValueError("get_batches yielded no batch for the training text")
+        history.epochs += 1
+    bar.close()
+    history.train_seconds = train_seconds
+    history.chars_per_s = history.steps * per_batch / max(train_seconds, 1e-9)
+    history.stopped_by = (
+        "max_steps"
+        if config.max_steps is not None and history.steps >= config.max_steps
+        else "budget_seconds"
+    )
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data,
+    protocol: str = "stream",
+    max_chars: int | None = None,
+    n_streams: int = 16,
+    chunk: int = 256,
+    window: int = 64,
+    batch_size: int = 256,
+) -> float:
+    """Mean cross-entropy (nats per character) of ``model`` predicting ``data``'s next characters.
+
+    Args:
+        model: as in ``train``; put in eval mode (no dropout) and left in it.
+        data: int ``(n,)`` character indices, e.g. the validation text.
+        protocol: ``"stream"`` (``n_streams`` contiguous streams read ``chunk`` characters at a
+            time, hidden state carried) or ``"win64"`` (independent ``window``-character windows
+            from a zero state, ``batch_size`` windows at a time).
+        max_chars: use only the first this many characters (``None``: all).
+
+    Returns:
+        The loss in nats per character (divide by ln 2, or use ``bits_per_char``, for bits).
+    """
+    data = _as_indices(data, "data")
+    if max_chars is not None:
+        data = data[:max_chars]
+    device = _model_device(model)
+    model.eval()
+    total, count = 0.0, 0
+    if protocol == "stream":
+        length = (len(data) - 1) // n_streams
+        if length < 1:
+            raise ValueError(f"{len(data)} characters are too few for {n_streams} streams")
+        starts = np.arange(n_streams) * length
+        inputs = torch.as_tensor(np.stack([data[s : s + length] for s in starts]), device=device)
+        targets = torch.as_tensor(
+            np.stack([data[s + 1 : s + length + 1] for s in starts]), device=device
+        )
+        hidden = _to_device(model.init_hidden(n_streams), device)
+        for t in range(0, length, chunk):
+            logits, hidden = model(inputs[:, t : t + chunk], hidden)
+            y = targets[:, t : t + chunk]
+            total += nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum"
+            ).item()
+            count += y.numel()
+    elif protocol == "win64":
+        n_windows = (len(data) - 1) // window
+        if n_windows < 1:
+            raise ValueError(f"{len(data)} characters are too few for one {window}-char window")
+        inputs = torch.as_tensor(data[: n_windows * window], device=device).view(n_windows, -1)
+        targets = torch.as_tensor(data[1 : n_windows * window + 1], device=device)
+        targets = targets.view(n_windows, -1)
+        for b in range(0, n_windows, batch_size):
+            x = inputs[b : b + batch_size]
+            hidden = _to_device(model.init_hidden(x.shape[0]), device)
+            logits, _ = model(x, hidden)
+            y = targets[b : b + batch_size]
+            total += nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum"
+            ).item()
+            count += y.numel()
+    else:
+        raise ValueError(f"protocol must be 'stream' or 'win64', got {protocol!r}")
+    return total / count
+
+
+def plot_history(history: History, ax=None, title: str | None = None):
+    """Training loss per step (raw and smoothed) and validation loss, in nats and bits per char.
+
+    Returns:
+        The matplotlib axis.
+    """
+    import matplotlib.pyplot as plt
+
+    if not history.train_loss:
+        raise ValueError("the history is empty: train first")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4.5))
+    losses = np.asarray(history.train_loss)
+    steps = np.arange(1, len(losses) + 1)
+    ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8)
+    span = max(1, min(50, len(losses) // 10))
+    if len(losses) > span:
+        kernel = np.ones(span) / span
+        ax.plot(steps[span - 1 :], np.convolve(losses, kernel, mode="valid"), color="tab:blue",
+                label=f"training loss (mean of {span} steps)")
+    else:
+        ax.lines[-1].set_label("training loss")
+    if history.val_loss:
+        ax.plot(history.val_steps, history.val_loss, "o-", color="tab:orange",
+                label="validation loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("cross-entropy (nats per character)")
+    secondary = ax.secondary_yaxis("right", functions=(bits_per_char, lambda b: b * LN2))
+    secondary.set_ylabel("bits per character")
+    ax.set_title(title or "Character-level LSTM: loss during training")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def save_checkpoint(
+    path,
+    model: nn.Module,
+    vocab: Vocab,
+    hyperparameters: Mapping,
+    extra: Mapping | None = None,
+    half: bool = False,
+) -> Path:
+    """Save a model's weights with its vocabulary and hyper-parameters.
+
+    Args:
+        path: the file to write (``.pt``).
+        model: the trained model.
+        vocab: the ``Vocab`` it was trained with (the mapping between indices and characters).
+        hyperparameters: the model's constructor arguments except ``vocab_size``, e.g.
+            ``{"hidden_size": 512, "num_layers": 1, "dropout": 0.0}``.
+        extra: anything else worth keeping (training configuration, final losses), plain values.
+        half: store the weights as float16 (half the file size; loaded back as float32).
+    """
+    if not isinstance(vocab, Vocab):
+        raise ValueError(f"vocab should be a helpers.text.Vocab, got {type(vocab).__name__}")
+    state = {
+        name: (t.detach().cpu().half() if half and t.is_floating_point() else t.detach().cpu())
+        for name, t in model.state_dict().items()
+    }
+    payload = {
+        "format": _FORMAT,
+        "model_class": type(model).__name__,
+        "model_state": state,
+        "vocab": vocab.to_dict(),
+        "hyperparameters": dict(hyperparameters),
+        "extra": dict(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """The raw contents of a checkpoint written by ``save_checkpoint`` (weights on the CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for foreign files
+        raise ValueError(f"{path} is not a checkpoint this course can read: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a checkpoint written by helpers.char_training")
+    return payload
+
+
+def load_checkpoint(path, model_class: Callable, vocab: Vocab | None = None, device=None):
+    """Rebuild a model from a checkpoint.
+
+    Args:
+        path: the checkpoint file.
+        model_class: the model's class (e.g. the notebook's ``CharRNN``), called as
+            ``model_class(vocab_size, **hyperparameters)``.
+        vocab: when given, the checkpoint must have been trained with this same vocabulary.
+        device: where to put the model (default: the CPU).
+
+    Returns:
+        ``(model, vocab, info)``: the model in eval mode, the checkpoint's ``Vocab``, and a dict
+        with its ``hyperparameters`` and ``extra``.
+
+    Raises:
+        ValueError: the file is missing or foreign, the vocabulary differs from ``vocab``, or the
+            model's parameters do not match the checkpoint's (it says which).
+    """
+    payload = read_checkpoint(path)
+    saved_vocab = Vocab.from_dict(payload["vocab"])
+    if vocab is not None and saved_vocab != vocab:
+        raise ValueError(
+            f"the checkpoint {Path(path).name} was trained on another vocabulary "
+            f"({saved_vocab.difference(vocab)}); its indices would mean different characters"
+        )
+    hyperparameters = dict(payload["hyperparameters"])
+    try:
+        model = model_class(len(saved_vocab), **hyperparameters)
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        raise ValueError(
+            f"could not build {getattr(model_class, '__name__', model_class)}"
+            f"({len(saved_vocab)}, **{hyperparameters}): {type(exc).__name__}: {exc}"
+        ) from exc
+    state = payload["model_state"]
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"the model has parameters the checkpoint lacks: {missing}")
+        if unexpected:
+            details.append(f"the checkpoint has parameters the model lacks: {unexpected}")
+        if wrong:
+            details.append(f"shapes differ (checkpoint vs model): {wrong}")
+        raise ValueError(
+            "the checkpoint does not fit this model: " + "; ".join(details)
+            + ". Name the layers as the exercise says (self.lstm, self.fc)."
+        )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    model.to(device or "cpu")
+    model.eval()
+    info = {"hyperparameters": hyperparameters, "extra": payload.get("extra", {})}
+    return model, saved_vocab, info
+
+
+def lesson_checkpoint_path(name: str = CHECKPOINT_NAME) -> Path:
+    """The checkpoint shipped with lesson 04, wherever the notebook runs from.
+
+    Looks in the current folder, then ``lessons/04_char_lstm/`` and ``solutions/04_char_lstm/``.
+    """
+    candidates = [
+        Path.cwd() / name,
+        REPO_ROOT / "lessons" / LESSON / name,
+        REPO_ROOT / "solutions" / LESSON / name,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ValueError(
+        f"no {name} in {', '.join(str(c.parent) for c in candidates)}; "
+        "`make checkpoint` trains and writes it"
+    )
+
+
+def config_dict(config: TrainConfig) -> dict:
+    """``config`` as a plain dict (for checkpoints and JSON reports)."""
+    return asdict(config)

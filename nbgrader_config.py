@@ -1,0 +1,39 @@
+"""nbgrader settings: solutions/ is the source, lessons/ the release, the rest under grading/.
+
+Run nbgrader from this folder (the Makefile does): it reads this file from the working directory.
+"""
+
+from pathlib import Path
+
+c = get_config()  # noqa: F821  (injected by traitlets when nbgrader loads this file)
+
+ROOT = Path(__file__).resolve().parent
+GRADING = ROOT / "grading"
+# sqlite cannot create the gradebook in a missing folder, and the error nbgrader shows then is
+# misleading ("run nbgrader db upgrade"): make the folders first.
+(GRADING / "exchange").mkdir(parents=True, exist_ok=True)
+
+c.CourseDirectory.root = str(ROOT)
+c.CourseDirectory.course_id = "rnn-course"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "lessons"
+c.CourseDirectory.submitted_directory = "grading/submitted"
+c.CourseDirectory.autograded_directory = "grading/autograded"
+c.CourseDirectory.feedback_directory = "grading/feedback"
+c.CourseDirectory.solution_directory = "grading/solution"
+c.CourseDirectory.db_url = f"sqlite:///{GRADING / 'gradebook.db'}"
+c.Exchange.root = str(GRADING / "exchange")
+
+# Seconds per cell; training cells run in fast mode (COURSE_FAST=1) while grading.
+c.Execute.timeout = 120
+c.KernelManager.transport_encryption = "disabled"
+
+# A deleted test cell is put back from the gradebook instead of voiding the notebook.
+c.OverwriteCells.add_missing_cells = True
+
+# Feedback must not show hidden tests.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

@@ -1,0 +1,125 @@
+"""The instructor's loop in a temporary copy of the course: autograde, feedback, export.
+
+Three students submit every lesson: the reference solution (full marks), the unmodified release
+(zero) and the solution with one exercise left unanswered (loses exactly that exercise's points).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import ROOT, lesson_ids, nbgrader_env, notebook_path
+
+pytestmark = pytest.mark.slow
+
+HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+
+
+def _points(nb) -> dict[str, float]:
+    return {
+        c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"]
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+    }
+
+
+def _last_exercise(nb) -> tuple[int, str, str]:
+    """(cell index, exercise grade_id, grade_id of the check that follows it)."""
+    graded = [
+        (i, c.metadata["nbgrader"]) for i, c in enumerate(nb.cells) if "nbgrader" in c.metadata
+    ]
+    for (i, meta), (_, nxt) in zip(graded[-2::-1], graded[::-1], strict=False):
+        if meta.get("solution") and not meta.get("grade") and nxt.get("grade"):
+            return i, meta["grade_id"], nxt["grade_id"]
+    raise AssertionError("no exercise followed by a check")
+
+
+def _grading(course: Path, command: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers.grading", command, "--root", str(course)],
+        env=nbgrader_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    course = tmp_path_factory.mktemp("course")
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions", course / "solutions")
+    shutil.copytree(ROOT / "lessons", course / "lessons")
+    expected: dict[tuple[str, str], float] = {}
+    for lesson in lesson_ids():
+        solution = nbformat.read(notebook_path("solutions", lesson), as_version=4)
+        release = nbformat.read(notebook_path("lessons", lesson), as_version=4)
+        total = sum(_points(solution).values())
+        index, exercise, check = _last_exercise(solution)
+        wrong = nbformat.read(notebook_path("solutions", lesson), as_version=4)
+        blank = next(
+            c for c in release.cells if c.metadata.get("nbgrader", {}).get("grade_id") == exercise
+        )
+        wrong.cells[index].source = blank.source
+        for student, nb, score in (
+            ("perfect", solution, total),
+            ("blank", release, 0),
+            ("one_wrong", wrong, total - _points(solution)[check]),
+        ):
+            folder = course / "grading" / "submitted" / student / lesson
+            folder.mkdir(parents=True)
+            nbformat.write(nb, folder / f"{lesson}.ipynb")
+            expected[(student, lesson)] = score
+    summary = _grading(course, "autograde")
+    return course, expected, summary
+
+
+def test_scores(graded):
+    from nbgrader.api import Gradebook
+
+    course, expected, summary = graded
+    with Gradebook(f"sqlite:///{course / 'grading' / 'gradebook.db'}") as gb:
+        got = {
+            (student, lesson): gb.find_submission(lesson, student).score
+            for student, lesson in expected
+        }
+    assert got == pytest.approx(expected), summary
+
+
+def test_lessons_untouched_by_grading(graded):
+    course, _, _ = graded
+    for path in (ROOT / "lessons").rglob("*.ipynb"):
+        copy = course / path.relative_to(ROOT)
+        assert copy.read_bytes() == path.read_bytes(), f"grading changed {copy}"
+
+
+def test_feedback_hides_hidden_tests(graded):
+    course, expected, _ = graded
+    _grading(course, "feedback")
+    for (student, lesson), _ in expected.items():
+        html = course / "grading" / "feedback" / student / lesson / f"{lesson}.html"
+        assert html.is_file(), f"no feedback for {student}/{lesson}"
+        text = html.read_text(encoding="utf-8")
+        solution = nbformat.read(notebook_path("solutions", lesson), as_version=4)
+        for cell in solution.cells:
+            for block in HIDDEN.findall(cell.source):
+                for line in filter(None, (s.strip() for s in block.splitlines())):
+                    assert line not in text, f"hidden test shown in {html}: {line}"
+
+
+def test_export_lists_every_submission(graded):
+    course, expected, _ = graded
+    _grading(course, "export")
+    with open(course / "grading" / "grades.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    seen = {(row["student_id"], row["assignment"]) for row in rows}
+    assert {(s, lesson) for s, lesson in expected} <= seen
