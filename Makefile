@@ -14,6 +14,8 @@ RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 LESSON ?=
 ARGS ?=
 LINTED := helpers tests benchmarks images
+# Jupyter refuses to start as root without --allow-root (containers, CI machines).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: install lab test lint check release autograde feedback export images clean-grading help
 
@@ -31,7 +33,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 lab: $(STAMP)
-	$(RUN) $(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=lessons $(ARGS)
+	$(RUN) $(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=lessons $(ROOT_FLAG) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
@@ -43,7 +45,7 @@ test: $(STAMP) lint
 check: $(STAMP)
 	@test -n "$(LESSON)" || { echo "usage: make check LESSON=01_intro_to_rnns"; exit 2; }
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/check_lesson.py --lesson=$(LESSON) \
-		-p no:cacheprovider -q $(ARGS)
+		-p no:cacheprovider -v --no-header --show-capture=no -rN $(ARGS)
 
 release: $(STAMP)
 	$(RUN) $(BIN)/nbgrader generate_assignment '*' --no-db --force --log-level=WARN

@@ -50,5 +50,8 @@ def test_exercise(namespace, exercise):
     lesson, ns = namespace
     try:
         exercises(lesson)[exercise](ns)
+        message = None
     except CheckFailure as failure:
-        pytest.fail(str(failure), pytrace=False)
+        message = str(failure)
+    if message:
+        pytest.fail(message, pytrace=False)

@@ -64,7 +64,8 @@ def fail(exercise: str, problem: str, inputs: Mapping[str, object] | None = None
         lines.append(f"  inputs: {describe(inputs)}")
     if cause:
         lines.append(f"  likely cause: {cause}")
-    raise CheckFailure("\n".join(lines))
+    # ``from None``: the learner needs this message, not the chain of exceptions behind it.
+    raise CheckFailure("\n".join(lines)) from None
 
 
 def _snapshot(value):
@@ -285,6 +286,29 @@ def random_tensors(generator: torch.Generator, shapes: Mapping[str, Sequence[int
         name: torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
         for name, shape in shapes.items()
     }
+
+
+def after(prerequisite: str, check: Callable[[], None], prerequisite_check: Callable[[], None]):
+    """Run ``check``; if it fails and the exercise it builds on fails too, say so.
+
+    E.g. ``rnn_forward`` calls the learner's ``rnn_cell``: a wrong cell makes the forward pass
+    wrong, and the useful advice is to fix the cell first.
+    """
+    try:
+        check()
+    except CheckFailure as failure:
+        import contextlib
+        import io
+
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                prerequisite_check()
+        except CheckFailure:
+            raise CheckFailure(
+                f"{failure}\n  note: {prerequisite} fails its own check, and this exercise builds "
+                f"on it: fix {prerequisite} first."
+            ) from None
+        raise
 
 
 Check = Callable[[Mapping[str, object]], None]

@@ -7,6 +7,7 @@ from torch import nn
 
 from helpers.checks.core import (
     Cause,
+    after,
     assert_close,
     assert_equal_values,
     call,
@@ -247,8 +248,12 @@ EXERCISES = {
     "rnn_cell": lambda ns: check_rnn_cell(
         get(ns, "rnn_cell"), sizes=((3, 4, 5), (2, 6, 3), (1, 1, 1), (5, 2, 7))
     ),
-    "rnn_forward": lambda ns: check_rnn_forward(
-        get(ns, "rnn_forward"), sizes=((2, 5, 3, 4), (3, 2, 4, 2), (1, 1, 1, 1), (4, 7, 2, 3))
+    "rnn_forward": lambda ns: after(
+        "rnn_cell",
+        lambda: check_rnn_forward(
+            get(ns, "rnn_forward"), sizes=((2, 5, 3, 4), (3, 2, 4, 2), (1, 1, 1, 1), (4, 7, 2, 3))
+        ),
+        lambda: check_rnn_cell(get(ns, "rnn_cell")),
     ),
     "hidden_state_shape": lambda ns: check_hidden_state_shape(
         get(ns, "hidden_state_shape"),

@@ -1,0 +1,989 @@
+"""Checks for lesson 02_lstm_gate_math, against torch.nn.LSTMCell, nn.LSTM and nn.GRUCell.
+
+Every expected value comes from PyTorch's own cells: ``torch.lstm_cell`` and ``torch.gru_cell``,
+the kernels behind ``nn.LSTMCell`` / ``nn.GRUCell`` (and ``nn.LSTM`` itself for whole sequences).
+One gate is read out of those cells by fixing the other gates (``helpers.lstm.fix_gate``), and the
+answers of common mistakes (rows swapped, one bias, a transposed weight, tanh and sigmoid swapped)
+are made the same way, from modified parameters, so that a failure can say which mistake it sees.
+This module never writes the gate equations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from helpers.checks.core import (
+    Cause,
+    CheckFailure,
+    assert_close,
+    assert_equal_values,
+    call,
+    fail,
+    get,
+    report,
+)
+from helpers.lstm import GRU_GATES, LSTM_GATES, SATURATED, fix_gate, gate_rows, read_gates
+
+F64 = torch.float64
+LSTM_CELL = "torch.nn.LSTMCell"
+GRU_CELL = "torch.nn.GRUCell"
+
+
+# --------------------------------------------------------------------------- random cases
+
+
+@dataclass
+class Case:
+    """One random set of inputs: event x (batch, input), stm h and ltm c (batch, hidden)."""
+
+    x: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
+    params: tuple
+    peepholes: tuple = field(default=())
+
+    @property
+    def hidden_size(self) -> int:
+        return self.h.shape[1]
+
+    @property
+    def input_size(self) -> int:
+        return self.x.shape[1]
+
+
+def _random_params(g: torch.Generator, n_gates: int, input_size: int, hidden_size: int) -> tuple:
+    """Random weights and random non-zero biases, in PyTorch's layout."""
+    rows = n_gates * hidden_size
+    return (
+        torch.randn(rows, input_size, generator=g, dtype=F64) * 0.7,
+        torch.randn(rows, hidden_size, generator=g, dtype=F64) * 0.7,
+        torch.randn(rows, generator=g, dtype=F64) * 0.5 + 0.1,
+        torch.randn(rows, generator=g, dtype=F64) * 0.5 - 0.1,
+    )
+
+
+def make_case(batch: int, input_size: int, hidden_size: int, seed: int, n_gates: int = 4) -> Case:
+    """Random float64 inputs and parameters for one LSTM (``n_gates=4``) or GRU (3) step."""
+    g = torch.Generator().manual_seed(seed)
+    params = _random_params(g, n_gates, input_size, hidden_size)
+    x = torch.randn(batch, input_size, generator=g, dtype=F64)
+    h = torch.randn(batch, hidden_size, generator=g, dtype=F64)
+    c = torch.randn(batch, hidden_size, generator=g, dtype=F64) * 1.5
+    peepholes = tuple(torch.randn(hidden_size, generator=g, dtype=F64) * 0.8 for _ in range(3))
+    return Case(x, h, c, params, peepholes)
+
+
+# --------------------------------------------------------------------------- PyTorch's cells
+
+
+def _lstm(x, h, c, params):
+    """nn.LSTMCell's kernel: returns (new_stm, new_ltm)."""
+    return tuple(torch.lstm_cell(x, (h, c), *params))
+
+
+def _torch_cell(event, state, params):
+    return _lstm(event, state[0], state[1], params)
+
+
+def _gru(x, h, params):
+    return torch.gru_cell(x, h, *params)
+
+
+def _read(params, x, h) -> dict:
+    """Gate values of PyTorch's LSTM cell with these parameters at (event x, stm h)."""
+    return read_gates(_torch_cell, x, h, params)
+
+
+# --------------------------------------------------------------------------- modified parameters
+
+
+def _blocks(params, gates, fn) -> tuple:
+    """Apply ``fn(tensor, rows, gate, index)`` to every gate block of every tensor."""
+    hidden_size = params[1].shape[1]
+    out = [p.detach().clone() for p in params]
+    for gate in gates:
+        rows = gate_rows(hidden_size, gate, gates)
+        for k, (tensor, original) in enumerate(zip(out, params, strict=True)):
+            tensor[rows] = fn(original[rows].detach(), gate, k)
+    return tuple(out)
+
+
+def _scale_rows(params, gate, factor, gates=LSTM_GATES):
+    return _blocks(params, gates, lambda t, name, _: t * factor if name == gate else t)
+
+
+def _swap_blocks(params, a, b, gates):
+    hidden_size = params[1].shape[1]
+    ra, rb = gate_rows(hidden_size, a, gates), gate_rows(hidden_size, b, gates)
+    out = [p.detach().clone() for p in params]
+    for tensor, original in zip(out, params, strict=True):
+        tensor[ra], tensor[rb] = original[rb].detach(), original[ra].detach()
+    return tuple(out)
+
+
+def _copy_block(params, source, target, gates):
+    hidden_size = params[1].shape[1]
+    rs, rt = gate_rows(hidden_size, source, gates), gate_rows(hidden_size, target, gates)
+    out = [p.detach().clone() for p in params]
+    for tensor in out:
+        tensor[rt] = tensor[rs].clone()
+    return tuple(out)
+
+
+def _zero(params, index):
+    out = [p.detach().clone() for p in params]
+    out[index] = torch.zeros_like(out[index])
+    return tuple(out)
+
+
+def _transposed(params, index, gates):
+    """Each gate block of weight ``index`` (0: weight_ih, 1: weight_hh) transposed, if square."""
+    weight = params[index]
+    hidden_size = params[1].shape[1]
+    if weight.shape[1] != hidden_size:
+        return None
+    return _blocks(params, gates, lambda t, _, k: t.T if k == index else t)
+
+
+def _both_transposed(params, gates):
+    once = _transposed(params, 0, gates)
+    return None if once is None else _transposed(once, 1, gates)
+
+
+# --------------------------------------------------------------------------- common mistakes
+
+SIGMOID, TANH, IDENTITY = "sigmoid", "tanh", "identity"
+_SQUASH = {SIGMOID: torch.sigmoid, TANH: torch.tanh, IDENTITY: lambda t: t}
+STANDARD_ROLES = {"i": ("i", SIGMOID), "f": ("f", SIGMOID), "g": ("g", TANH), "o": ("o", SIGMOID)}
+
+SWAPPED_FI = (
+    "the forget gate's and the input gate's rows are swapped: PyTorch stacks the gates "
+    "as i, f, g, o, so rows 0:H are the input gate i and rows H:2H the forget gate f."
+)
+ORDER_IFOG = (
+    "the gates were taken in the order i, f, o, g, but PyTorch's order is i, f, g, o: "
+    "the candidate g is the third block of rows and the output gate o the fourth."
+)
+ONE_BIAS = (
+    "only one bias is used ({missing} is missing): PyTorch's cells add two biases, "
+    "bias_ih and bias_hh, to every gate."
+)
+TRANSPOSED = (
+    "a weight is used transposed ({which}): weights are stored (out, in), so each term "
+    "is a row batch times the weight's transpose, event @ w_ih.T and stm @ w_hh.T."
+)
+ACTIVATIONS_SWAPPED = (
+    "tanh and sigmoid are swapped: the gates i, f and o are sigmoids (0 to 1: "
+    "how much to let through) and the candidate g is a tanh (-1 to 1: what to "
+    "write)."
+)
+NO_STM = "the STM is not used: every gate sees the previous STM too, through weight_hh and bias_hh."
+NO_EVENT = "the event is not used: every gate sees the event too, through weight_ih and bias_ih."
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A wrong LSTM cell: modified parameters, gates read from the wrong rows or squashed with
+    the wrong function, and the use gate's squashing of the LTM."""
+
+    message: str
+    transform: Callable | None = None
+    roles: dict = field(default_factory=dict)
+    final: str = TANH
+
+
+def lstm_mistakes(params) -> list[Mistake]:
+    """The common mistakes that make sense for these parameters (some need square weights)."""
+    g = LSTM_GATES
+    mistakes = [
+        Mistake(SWAPPED_FI, roles={"i": ("f", SIGMOID), "f": ("i", SIGMOID)}),
+        Mistake(ORDER_IFOG, roles={"g": ("o", TANH), "o": ("g", SIGMOID)}),
+        Mistake(ONE_BIAS.format(missing="bias_hh"), lambda p: _zero(p, 3)),
+        Mistake(ONE_BIAS.format(missing="bias_ih"), lambda p: _zero(p, 2)),
+        Mistake(TRANSPOSED.format(which="w_hh"), lambda p: _transposed(p, 1, g)),
+        Mistake(TRANSPOSED.format(which="w_ih"), lambda p: _transposed(p, 0, g)),
+        Mistake(TRANSPOSED.format(which="w_ih and w_hh"), lambda p: _both_transposed(p, g)),
+        Mistake(
+            ACTIVATIONS_SWAPPED,
+            roles={"i": ("i", TANH), "f": ("f", TANH), "g": ("g", SIGMOID), "o": ("o", TANH)},
+        ),
+        Mistake(
+            ACTIVATIONS_SWAPPED + " The use gate squashes the LTM with tanh.",
+            roles={"i": ("i", TANH), "f": ("f", TANH), "g": ("g", SIGMOID), "o": ("o", TANH)},
+            final=SIGMOID,
+        ),
+        Mistake(NO_STM, lambda p: _zero(p, 1)),
+        Mistake(NO_EVENT, lambda p: _zero(p, 0)),
+    ]
+    return [m for m in mistakes if m.transform is None or m.transform(params) is not None]
+
+
+def _squashed(params, x, h, rows: str, squash: str):
+    """``squash(pre-activation of block rows)``, read out of PyTorch's cell."""
+    natural = TANH if rows == "g" else SIGMOID
+    if squash == natural:
+        return _read(params, x, h)[rows]
+    if natural == SIGMOID:  # tanh(p) = 2 sigmoid(2p) - 1
+        return 2 * _read(_scale_rows(params, rows, 2.0), x, h)[rows] - 1
+    return (_read(_scale_rows(params, rows, 0.5), x, h)[rows] + 1) / 2  # sigmoid(p)
+
+
+def mistaken_gates(mistake: Mistake, x, h, params) -> dict:
+    """The values i, f, g, o a cell with ``mistake`` computes at (event x, stm h)."""
+    if mistake.transform is not None:
+        params = mistake.transform(params)
+    roles = {**STANDARD_ROLES, **mistake.roles}
+    return {role: _squashed(params, x, h, rows, squash) for role, (rows, squash) in roles.items()}
+
+
+def mistaken_cell(mistake: Mistake, x, h, c, params):
+    """(new_stm, new_ltm) of an LSTM cell with ``mistake``."""
+    gates = mistaken_gates(mistake, x, h, params)
+    new_ltm = gates["f"] * c + gates["i"] * gates["g"]
+    return gates["o"] * _SQUASH[mistake.final](new_ltm), new_ltm
+
+
+def _checked(exercise, got, expected, causes: Callable[[], list], **kwargs) -> float:
+    """``assert_close``, building the (slow) list of common mistakes only when it fails."""
+    try:
+        return assert_close(exercise, got, expected, **kwargs)
+    except CheckFailure:
+        assert_close(exercise, got, expected, causes=causes(), **kwargs)
+        raise
+
+
+def _pair(exercise, got, names, inputs):
+    if not isinstance(got, tuple | list) or len(got) != 2:
+        fail(
+            exercise,
+            f"should return a tuple {names}, got {type(got).__name__}"
+            + (f" of length {len(got)}" if isinstance(got, tuple | list) else ""),
+            inputs,
+        )
+    return got
+
+
+def _lstm_inputs(case: Case, **extra) -> dict:
+    return {"event": case.x, "stm": case.h, "ltm": case.c, "weight_ih": case.params[0], **extra}
+
+
+# --------------------------------------------------------------------------- the four gates
+
+
+def check_forget_gate(forget_gate, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 0) -> None:
+    """``forget_gate(ltm, stm, event, params) -> ltm * f`` equals nn.LSTMCell's forget gate.
+
+    ``sizes`` holds ``(batch, input_size, hidden_size)`` tuples.
+    """
+    worst = 0.0
+    for k, size in enumerate(sizes):
+        case = make_case(*size, seed=seed + k)
+        x, h, c, params = case.x, case.h, case.c, case.params
+        inputs = _lstm_inputs(case)
+        got = call("forget_gate", forget_gate, c, h, x, params, inputs=inputs)
+        # Candidate fixed to 0: PyTorch's new LTM is f * ltm + i * 0.
+        expected = _lstm(x, h, c, fix_gate(params, "g", 0.0))[1]
+
+        def causes(x=x, h=h, c=c, params=params):
+            found = [
+                Cause(m.message, c * mistaken_gates(m, x, h, params)["f"])
+                for m in lstm_mistakes(params)
+            ]
+            return [
+                *found,
+                Cause(
+                    "the forget gate's factor f was returned without multiplying the LTM by it.",
+                    _read(params, x, h)["f"],
+                ),
+            ]
+
+        worst = max(
+            worst,
+            _checked(
+                "forget_gate",
+                got,
+                expected,
+                causes,
+                inputs=inputs,
+                name="kept LTM (batch, hidden)",
+                reference=LSTM_CELL,
+            ),
+        )
+    report("forget_gate", len(sizes), worst, LSTM_CELL)
+
+
+def check_learn_gate(learn_gate, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 10) -> None:
+    """``learn_gate(stm, event, params) -> i * g`` equals what nn.LSTMCell learns at a step."""
+    worst = 0.0
+    for k, size in enumerate(sizes):
+        case = make_case(*size, seed=seed + k)
+        x, h, params = case.x, case.h, case.params
+        inputs = _lstm_inputs(case)
+        del inputs["ltm"]
+        got = call("learn_gate", learn_gate, h, x, params, inputs=inputs)
+        # An LTM of zeros: PyTorch's new LTM is f * 0 + i * g.
+        expected = _lstm(x, h, torch.zeros_like(h), params)[1]
+
+        def causes(x=x, h=h, params=params):
+            found = []
+            for m in lstm_mistakes(params):
+                gates = mistaken_gates(m, x, h, params)
+                found.append(Cause(m.message, gates["i"] * gates["g"]))
+            gates = _read(params, x, h)
+            return [
+                *found,
+                Cause("only the candidate g was returned: the learn gate is i * g.", gates["g"]),
+                Cause("only the input gate i was returned: the learn gate is i * g.", gates["i"]),
+                Cause(
+                    "i and g were added: the learn gate multiplies them, i * g.",
+                    gates["i"] + gates["g"],
+                ),
+            ]
+
+        worst = max(
+            worst,
+            _checked(
+                "learn_gate",
+                got,
+                expected,
+                causes,
+                inputs=inputs,
+                name="learned (batch, hidden)",
+                reference=LSTM_CELL,
+            ),
+        )
+    report("learn_gate", len(sizes), worst, LSTM_CELL)
+
+
+def check_remember_gate(remember_gate, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 20) -> None:
+    """``remember_gate(kept_ltm, learned) -> new_ltm`` gives nn.LSTMCell's new cell state."""
+    worst = 0.0
+    for k, size in enumerate(sizes):
+        case = make_case(*size, seed=seed + k)
+        x, h, c, params = case.x, case.h, case.c, case.params
+        kept = _lstm(x, h, c, fix_gate(params, "g", 0.0))[1]  # f * ltm
+        learned = _lstm(x, h, torch.zeros_like(c), params)[1]  # i * g
+        inputs = {"kept_ltm": kept, "learned": learned}
+        got = call("remember_gate", remember_gate, kept, learned, inputs=inputs)
+        expected = _lstm(x, h, c, params)[1]
+        causes = [
+            Cause("the two parts were multiplied: the remember gate adds them.", kept * learned),
+            Cause("the learned part is missing: new LTM = kept LTM + learned.", kept),
+            Cause("the kept LTM is missing: new LTM = kept LTM + learned.", learned),
+            Cause("one part was subtracted: the remember gate adds them.", kept - learned),
+            Cause(
+                "a tanh was applied: the new LTM is the plain sum (the use gate squashes it "
+                "later).",
+                torch.tanh(kept + learned),
+            ),
+        ]
+        worst = max(
+            worst,
+            assert_close(
+                "remember_gate",
+                got,
+                expected,
+                inputs=inputs,
+                name="new LTM (batch, hidden)",
+                reference=LSTM_CELL,
+                causes=causes,
+            ),
+        )
+    report("remember_gate", len(sizes), worst, LSTM_CELL)
+
+
+def _use_gate_causes(new_ltm, x, h, params):
+    found = []
+    for m in lstm_mistakes(params):
+        gates = mistaken_gates(m, x, h, params)
+        found.append(Cause(m.message, gates["o"] * _SQUASH[m.final](new_ltm)))
+    o = _read(params, x, h)["o"]
+    return [
+        *found,
+        Cause(
+            "the LTM is squashed with sigmoid: the use gate is o * tanh(new_ltm).",
+            o * torch.sigmoid(new_ltm),
+        ),
+        Cause("tanh is missing: the use gate is o * tanh(new_ltm), not o * new_ltm.", o * new_ltm),
+        Cause("only the output gate o was returned: the use gate is o * tanh(new_ltm).", o),
+    ]
+
+
+def check_use_gate(use_gate, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 30) -> None:
+    """``use_gate(new_ltm, stm, event, params) -> o * tanh(new_ltm)`` equals nn.LSTMCell's STM."""
+    worst = 0.0
+    for k, size in enumerate(sizes):
+        case = make_case(*size, seed=seed + k)
+        x, h, new_ltm, params = case.x, case.h, case.c, case.params
+        inputs = {"new_ltm": new_ltm, "stm": h, "event": x, "weight_ih": params[0]}
+        got = call("use_gate", use_gate, new_ltm, h, x, params, inputs=inputs)
+        # Forget gate open, candidate 0: PyTorch's new LTM is the given one, its new STM the
+        # use gate's output.
+        expected = _lstm(x, h, new_ltm, fix_gate(fix_gate(params, "f", SATURATED), "g", 0.0))[0]
+        worst = max(
+            worst,
+            _checked(
+                "use_gate",
+                got,
+                expected,
+                lambda x=x, h=h, c=new_ltm, p=params: _use_gate_causes(c, x, h, p),
+                inputs=inputs,
+                name="new STM (batch, hidden)",
+                reference=LSTM_CELL,
+            ),
+        )
+    report("use_gate", len(sizes), worst, LSTM_CELL)
+
+
+# --------------------------------------------------------------------------- whole cells
+
+
+def _cell_causes(case: Case, part: int):
+    x, h, c, params = case.x, case.h, case.c, case.params
+    found = [
+        Cause(m.message, mistaken_cell(m, x, h, c, params)[part]) for m in lstm_mistakes(params)
+    ]
+    new_stm, new_ltm = _lstm(x, h, c, params)
+    if part == 0:
+        gates = _read(params, x, h)
+        found.append(
+            Cause(
+                "the use gate read the old LTM; it must squash the new LTM, after "
+                "the remember gate.",
+                gates["o"] * torch.tanh(c),
+            )
+        )
+    found.append(
+        Cause(
+            "the pair is in the wrong order: return (new_stm, new_ltm).", (new_ltm, new_stm)[part]
+        )
+    )
+    return found
+
+
+def _check_lstm_step(exercise, fn, case, extra_args=(), reference=LSTM_CELL):
+    """Check one ``fn(event, (stm, ltm), params, *extra_args)`` against PyTorch's LSTM cell."""
+    inputs = _lstm_inputs(case)
+    got = _pair(
+        exercise,
+        call(exercise, fn, case.x, (case.h, case.c), case.params, *extra_args, inputs=inputs),
+        "(new_stm, new_ltm)",
+        inputs,
+    )
+    new_stm, new_ltm = _lstm(case.x, case.h, case.c, case.params)
+    worst = _checked(
+        exercise,
+        got[1],
+        new_ltm,
+        lambda: _cell_causes(case, 1),
+        inputs=inputs,
+        name="new_ltm (batch, hidden)",
+        reference=reference,
+    )
+    return max(
+        worst,
+        _checked(
+            exercise,
+            got[0],
+            new_stm,
+            lambda: _cell_causes(case, 0),
+            inputs=inputs,
+            name="new_stm (batch, hidden)",
+            reference=reference,
+        ),
+    )
+
+
+def check_lstm_cell(lstm_cell, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 40) -> None:
+    """``lstm_cell(event, (stm, ltm), params) -> (new_stm, new_ltm)`` equals nn.LSTMCell."""
+    worst = 0.0
+    for k, size in enumerate(sizes):
+        worst = max(worst, _check_lstm_step("lstm_cell", lstm_cell, make_case(*size, seed + k)))
+    report("lstm_cell", len(sizes), worst, LSTM_CELL)
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def _torch_lstm(params_per_layer, input_size, hidden_size):
+    """An ``nn.LSTM(batch_first=True)`` in float64 holding the given parameters, layer by layer."""
+    layers = len(params_per_layer)
+    lstm = nn.LSTM(input_size, hidden_size, num_layers=layers, batch_first=True, dtype=F64)
+    with torch.no_grad():
+        for layer, params in enumerate(params_per_layer):
+            for name, value in zip(
+                ("weight_ih", "weight_hh", "bias_ih", "bias_hh"), params, strict=True
+            ):
+                getattr(lstm, f"{name}_l{layer}").copy_(value)
+    return lstm
+
+
+def _unroll(cell, events, h, c, params):
+    outputs, ltms = [], []
+    for t in range(events.shape[1]):
+        h, c = cell(events[:, t], h, c, params)
+        outputs.append(h)
+        ltms.append(c)
+    return torch.stack(outputs, dim=1), torch.stack(ltms, dim=1)
+
+
+def _sequence_case(batch, seq, input_size, hidden_size, seed, layers=1):
+    g = torch.Generator().manual_seed(seed)
+    params = [
+        _random_params(g, 4, input_size if k == 0 else hidden_size, hidden_size)
+        for k in range(layers)
+    ]
+    events = torch.randn(batch, seq, input_size, generator=g, dtype=F64)
+    stm = torch.randn(layers, batch, hidden_size, generator=g, dtype=F64)
+    ltm = torch.randn(layers, batch, hidden_size, generator=g, dtype=F64) * 1.5
+    return events, stm, ltm, params
+
+
+def _forward_causes(events, h0, c0, params, part):
+    """Wrong answers for outputs (part 0), stm_n (1) or ltm_n (2)."""
+    found = []
+    for m in lstm_mistakes(params):
+        out, ltms = _unroll(
+            lambda x, h, c, p, m=m: mistaken_cell(m, x, h, c, p), events, h0, c0, params
+        )
+        found.append(Cause(m.message, (out, out[:, -1], ltms[:, -1])[part]))
+    out, ltms = _unroll(_lstm, events, h0, c0, params)
+    zero_out, zero_ltms = _unroll(_lstm, events, torch.zeros_like(h0), torch.zeros_like(c0), params)
+    found.append(
+        Cause(
+            "the initial state (stm, ltm) is ignored: the first step must start from "
+            "it, not from zeros.",
+            (zero_out, zero_out[:, -1], zero_ltms[:, -1])[part],
+        )
+    )
+    if part == 0:
+        found += [
+            Cause(
+                "outputs holds the LTM of every step; nn.LSTM's output is the STM "
+                "(hidden state h) of every step.",
+                ltms,
+            ),
+            Cause("outputs is in reversed time order.", out.flip(1)),
+        ]
+    else:
+        found += [
+            Cause(
+                "the final state is the first step's; it should be the last step's.",
+                (out[:, 0], ltms[:, 0])[part - 1],
+            ),
+            Cause(
+                "the final pair is in the wrong order: return (stm_n, ltm_n).",
+                (ltms[:, -1], out[:, -1])[part - 1],
+            ),
+        ]
+    return found
+
+
+def _unpack_forward(exercise, got, inputs):
+    got = _pair(exercise, got, "(outputs, (stm_n, ltm_n))", inputs)
+    final = got[1]
+    if not isinstance(final, tuple | list) or len(final) != 2:
+        fail(
+            exercise,
+            f"the second element should be the pair (stm_n, ltm_n), got {type(final).__name__}",
+            inputs,
+        )
+    return got[0], final[0], final[1]
+
+
+def check_lstm_forward(
+    lstm_forward,
+    sizes=((2, 5, 3, 4), (3, 2, 4, 4)),
+    stacked_sizes=((2, 4, 3, 5),),
+    seed: int = 50,
+) -> None:
+    """``lstm_forward(events, (stm, ltm), params) -> (outputs, (stm_n, ltm_n))`` equals a
+    one-layer ``nn.LSTM(batch_first=True)``; two of them stacked equal a two-layer ``nn.LSTM``.
+
+    ``sizes`` and ``stacked_sizes`` hold ``(batch, seq, input_size, hidden_size)`` tuples.
+    """
+    worst = 0.0
+    reference = "torch.nn.LSTM(batch_first=True)"
+    names = ("outputs (batch, seq, hidden)", "stm_n (batch, hidden)", "ltm_n (batch, hidden)")
+    for k, (batch, seq, input_size, hidden_size) in enumerate(sizes):
+        events, stm, ltm, params = _sequence_case(batch, seq, input_size, hidden_size, seed + k)
+        h0, c0, params = stm[0], ltm[0], params[0]
+        inputs = {"events": events, "stm": h0, "ltm": c0, "weight_ih": params[0]}
+        got = _unpack_forward(
+            "lstm_forward",
+            call("lstm_forward", lstm_forward, events, (h0, c0), params, inputs=inputs),
+            inputs,
+        )
+        with torch.no_grad():
+            out, (h_n, c_n) = _torch_lstm([params], input_size, hidden_size)(
+                events, (h0[None], c0[None])
+            )
+        for part, expected in enumerate((out, h_n[0], c_n[0])):
+            worst = max(
+                worst,
+                _checked(
+                    "lstm_forward",
+                    got[part],
+                    expected,
+                    lambda part=part, e=events, h=h0, c=c0, p=params: _forward_causes(
+                        e, h, c, p, part
+                    ),
+                    inputs=inputs,
+                    name=names[part],
+                    reference=reference,
+                ),
+            )
+    for k, (batch, seq, input_size, hidden_size) in enumerate(stacked_sizes):
+        events, stm, ltm, params = _sequence_case(
+            batch, seq, input_size, hidden_size, seed + 100 + k, layers=2
+        )
+        inputs = {"events": events, "stm (per layer)": stm, "ltm (per layer)": ltm}
+        layer_input, finals = events, []
+        for layer in range(2):
+            result = _unpack_forward(
+                "lstm_forward (stacked)",
+                call(
+                    "lstm_forward (stacked)",
+                    lstm_forward,
+                    layer_input,
+                    (stm[layer], ltm[layer]),
+                    params[layer],
+                    inputs=inputs,
+                ),
+                inputs,
+            )
+            layer_input = result[0]
+            finals.append(result[1:])
+        with torch.no_grad():
+            out, (h_n, c_n) = _torch_lstm(params, input_size, hidden_size)(events, (stm, ltm))
+        stacked_reference = "torch.nn.LSTM(num_layers=2, batch_first=True)"
+        for part, got, expected in (
+            (0, layer_input, out),
+            (1, torch.stack([f[0] for f in finals]), h_n),
+            (2, torch.stack([f[1] for f in finals]), c_n),
+        ):
+            name = ("outputs of layer 2", "stm_n of both layers", "ltm_n of both layers")[part]
+            worst = max(
+                worst,
+                assert_close(
+                    "lstm_forward (two layers stacked: layer 2 reads layer 1's outputs)",
+                    got,
+                    expected,
+                    inputs=inputs,
+                    name=name,
+                    reference=stacked_reference,
+                ),
+            )
+    report("lstm_forward", len(sizes) + len(stacked_sizes), worst, "torch.nn.LSTM (1 and 2 layers)")
+
+
+# --------------------------------------------------------------------------- GRU
+
+
+def _gru_update_and_candidate(params, x, h):
+    """The update gate z and the candidate n of PyTorch's GRU cell, read out of the cell.
+
+    With the candidate fixed to 0 the new state is ``z * h``, with it fixed to 1 it is
+    ``(1 - z) + z * h``; with the update gate shut the new state is the candidate.
+    """
+    gates = GRU_GATES
+    with_zero = _gru(x, h, fix_gate(params, "n", 0.0, gates))
+    with_one = _gru(x, h, fix_gate(params, "n", SATURATED, gates))
+    z = 1 - (with_one - with_zero)
+    n = _gru(x, h, fix_gate(params, "z", -SATURATED, gates))
+    return z, n
+
+
+def _gru_causes(case: Case):
+    x, h, params = case.x, case.h, case.params
+    gates = GRU_GATES
+    z, n = _gru_update_and_candidate(params, x, h)
+    reset, _ = _gru_update_and_candidate(_copy_block(params, "r", "z", gates), x, h)
+    # Reset gate applied to h before the product (the 2014 paper's form): the candidate of a
+    # cell whose reset gate is open, at the state reset * h.
+    early = fix_gate(fix_gate(params, "r", SATURATED, gates), "z", -SATURATED, gates)
+    n_early = _gru(x, reset * h, early)
+    found = [
+        Cause(
+            "the reset gate is applied before the product, (r * h) @ w_hn.T + b_hn; PyTorch "
+            "applies it after: r * (h @ w_hn.T + b_hn).",
+            (1 - z) * n_early + z * h,
+        ),
+        Cause(
+            "z and 1 - z are swapped: PyTorch's new state is (1 - z) * n + z * h.",
+            z * n + (1 - z) * h,
+        ),
+        Cause(
+            "the reset and update gates' rows are swapped: PyTorch stacks r, z, n.",
+            _gru(x, h, _swap_blocks(params, "r", "z", gates)),
+        ),
+        Cause(ONE_BIAS.format(missing="bias_hh"), _gru(x, h, _zero(params, 3))),
+        Cause(ONE_BIAS.format(missing="bias_ih"), _gru(x, h, _zero(params, 2))),
+        Cause(
+            "the candidate n was returned; the new state mixes it with h: (1 - z) * n + z * h.", n
+        ),
+        Cause(NO_STM, _gru(x, h, _zero(params, 1))),
+    ]
+    for index, which in ((1, "w_hh"), (0, "w_ih")):
+        changed = _transposed(params, index, gates)
+        if changed is not None:
+            found.append(Cause(TRANSPOSED.format(which=which), _gru(x, h, changed)))
+    return found
+
+
+def check_gru_cell(gru_cell, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 60) -> None:
+    """``gru_cell(x, h, params) -> h_next`` equals ``nn.GRUCell`` (params: its 4 tensors)."""
+    worst = 0.0
+    for k, size in enumerate(sizes):
+        case = make_case(*size, seed=seed + k, n_gates=3)
+        inputs = {"x": case.x, "h": case.h, "weight_ih": case.params[0]}
+        got = call("gru_cell", gru_cell, case.x, case.h, case.params, inputs=inputs)
+        expected = _gru(case.x, case.h, case.params)
+        worst = max(
+            worst,
+            _checked(
+                "gru_cell",
+                got,
+                expected,
+                lambda case=case: _gru_causes(case),
+                inputs=inputs,
+                name="h_next (batch, hidden)",
+                reference=GRU_CELL,
+            ),
+        )
+    report("gru_cell", len(sizes), worst, GRU_CELL)
+
+
+# --------------------------------------------------------------------------- peephole LSTM
+
+
+def peephole_reference(x, h, c, params, peepholes, output_peeks_at="new", swap_if=False):
+    """A peephole LSTM step made of PyTorch's LSTM cell, one sequence of the batch at a time.
+
+    For one sequence a peephole term ``w * ltm`` is a per-unit constant, so it can be added to
+    the gate's bias: i and f peek at the old LTM, then o peeks at the new LTM (``"new"``, the
+    standard) or, for the common mistake, at the old one (``"old"``).
+    """
+    w_ci, w_cf, w_co = peepholes
+    if swap_if:
+        w_ci, w_cf = w_cf, w_ci
+    hidden_size = h.shape[1]
+    rows = {gate: gate_rows(hidden_size, gate) for gate in LSTM_GATES}
+    stms, ltms = [], []
+    for b in range(x.shape[0]):
+        xb, hb, cb = x[b : b + 1], h[b : b + 1], c[b : b + 1]
+        bias_ih = params[2].clone()
+        bias_ih[rows["i"]] += w_ci * cb[0]
+        bias_ih[rows["f"]] += w_cf * cb[0]
+        _, new_ltm = _lstm(xb, hb, cb, (params[0], params[1], bias_ih, params[3]))
+        peek = new_ltm[0] if output_peeks_at == "new" else cb[0]
+        bias_ih[rows["o"]] += w_co * peek
+        new_stm, _ = _lstm(xb, hb, cb, (params[0], params[1], bias_ih, params[3]))
+        stms.append(new_stm)
+        ltms.append(new_ltm)
+    return torch.cat(stms), torch.cat(ltms)
+
+
+def _peephole_causes(case: Case, part: int):
+    x, h, c, params, (w_ci, w_cf, w_co) = case.x, case.h, case.c, case.params, case.peepholes
+    zero = torch.zeros_like(w_ci)
+    return [
+        Cause(
+            "the output gate peeked at the old LTM; it peeks at the new one (after the "
+            "remember gate), while i and f peek at the old one.",
+            peephole_reference(x, h, c, params, case.peepholes, "old")[part],
+        ),
+        Cause(
+            "the peepholes are ignored: each gate adds its peephole vector times the LTM to "
+            "its pre-activation.",
+            _lstm(x, h, c, params)[part],
+        ),
+        Cause(
+            "w_ci and w_cf are swapped: peepholes are (w_ci, w_cf, w_co) for the input, "
+            "forget and output gates.",
+            peephole_reference(x, h, c, params, case.peepholes, swap_if=True)[part],
+        ),
+        Cause(
+            "the output gate's peephole w_co is ignored.",
+            peephole_reference(x, h, c, params, (w_ci, w_cf, zero))[part],
+        ),
+        Cause(
+            "the input and forget gates' peepholes are ignored.",
+            peephole_reference(x, h, c, params, (zero, zero, w_co))[part],
+        ),
+    ]
+
+
+def check_peephole_lstm_cell(
+    peephole_lstm_cell, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 70, gradcheck: bool = True
+) -> None:
+    """``peephole_lstm_cell(event, (stm, ltm), params, peepholes)``: equals the LSTM cell when the
+    peepholes are zero, equals the peephole LSTM (built from nn.LSTMCell) when they are not, and
+    passes ``torch.autograd.gradcheck``."""
+    exercise = "peephole_lstm_cell"
+    worst = 0.0
+    for k, size in enumerate(sizes):
+        case = make_case(*size, seed=seed + k)
+        zeros = tuple(torch.zeros_like(w) for w in case.peepholes)
+        worst = max(
+            worst,
+            _check_lstm_step(
+                f"{exercise} (zero peepholes)", peephole_lstm_cell, case, extra_args=(zeros,)
+            ),
+        )
+        inputs = _lstm_inputs(case, w_ci=case.peepholes[0])
+        got = _pair(
+            exercise,
+            call(
+                exercise,
+                peephole_lstm_cell,
+                case.x,
+                (case.h, case.c),
+                case.params,
+                case.peepholes,
+                inputs=inputs,
+            ),
+            "(new_stm, new_ltm)",
+            inputs,
+        )
+        expected = peephole_reference(case.x, case.h, case.c, case.params, case.peepholes)
+        for part in (1, 0):
+            name = ("new_stm (batch, hidden)", "new_ltm (batch, hidden)")[part]
+            worst = max(
+                worst,
+                _checked(
+                    exercise,
+                    got[part],
+                    expected[part],
+                    lambda case=case, part=part: _peephole_causes(case, part),
+                    inputs=inputs,
+                    name=name,
+                    reference="a peephole LSTM built from nn.LSTMCell",
+                ),
+            )
+    if gradcheck:
+        _gradcheck_peephole(peephole_lstm_cell)
+    report(exercise, len(sizes), worst, "nn.LSTMCell (+ peepholes), gradcheck")
+
+
+def _gradcheck_peephole(peephole_lstm_cell, size=(2, 3, 2), seed: int = 99) -> None:
+    case = make_case(*size, seed=seed)
+    leaves = [
+        t.detach().clone().requires_grad_(True)
+        for t in (case.x, case.h, case.c, *case.params, *case.peepholes)
+    ]
+
+    def fn(x, h, c, w_ih, w_hh, b_ih, b_hh, w_ci, w_cf, w_co):
+        out = peephole_lstm_cell(x, (h, c), (w_ih, w_hh, b_ih, b_hh), (w_ci, w_cf, w_co))
+        return tuple(out)
+
+    inputs = {"event": case.x, "stm": case.h, "ltm": case.c}
+    try:
+        ok = torch.autograd.gradcheck(fn, tuple(leaves), raise_exception=False, fast_mode=True)
+    except Exception as exc:  # the learner's code may break autograd in many ways
+        fail(
+            "peephole_lstm_cell",
+            f"torch.autograd.gradcheck could not run: {type(exc).__name__}: {exc}",
+            inputs,
+            "use differentiable torch operations only: no .detach(), .item(), .numpy(), "
+            ".data or in-place changes of the inputs.",
+        )
+    if not ok:
+        fail(
+            "peephole_lstm_cell",
+            "torch.autograd.gradcheck failed: the gradients of your cell "
+            "differ from numerical derivatives.",
+            inputs,
+            "something cuts or bends the gradient: .detach(), .data, .item(), NumPy, or an "
+            "in-place change of a tensor autograd still needs.",
+        )
+
+
+# --------------------------------------------------------------------------- parameter count
+
+
+def _count(input_size, hidden_size, num_layers, bias) -> int:
+    lstm = nn.LSTM(input_size, hidden_size, num_layers=num_layers, bias=bias, device="meta")
+    return sum(p.numel() for p in lstm.parameters())
+
+
+def check_lstm_param_count(
+    lstm_param_count, cases=((10, 20, 1, True), (3, 5, 2, True), (7, 4, 3, False))
+) -> None:
+    """``lstm_param_count(input_size, hidden_size, num_layers=1, bias=True)`` equals the number of
+    parameters of ``nn.LSTM`` with those arguments. ``cases`` holds such 4-tuples."""
+    checks = [(size, {"num_layers": size[2], "bias": size[3]}) for size in cases]
+    first = cases[0]
+    checks.append(((first[0], first[1], 1, True), {}))  # the defaults: one layer with biases
+    for (input_size, hidden_size, layers, bias), kwargs in checks:
+        text = (
+            f"lstm_param_count({input_size}, {hidden_size}"
+            + "".join(f", {k}={v}" for k, v in kwargs.items())
+            + ")"
+        )
+        got = call(text, lstm_param_count, input_size, hidden_size, **kwargs)
+        expected = _count(input_size, hidden_size, layers, bias)
+        cause = None
+        with_bias = _count(input_size, hidden_size, layers, True)
+        without = _count(input_size, hidden_size, layers, False)
+        one_layer = _count(input_size, hidden_size, 1, bias)
+        known = [
+            (
+                with_bias - (with_bias - without) // 2,
+                "one bias per gate counted; PyTorch has two "
+                "(bias_ih and bias_hh), each 4 * hidden_size long.",
+            ),
+            (with_bias, "biases counted although bias=False."),
+            (
+                layers * one_layer,
+                "every layer counted with input_size inputs; layers after the "
+                "first read the previous layer's hidden state (hidden_size inputs).",
+            ),
+            (one_layer, "only the first layer counted: multiply out every one of num_layers."),
+            (
+                expected // 4,
+                "one gate counted: an LSTM has four (i, f, g, o), each with its own "
+                "weights and biases.",
+            ),
+            (expected * 3 // 4, "three gate blocks counted: that is a GRU; an LSTM has four."),
+        ]
+        if type(got) is not int and not isinstance(got, bool):
+            cause = "return a Python int (for example int(total)), not a tensor or NumPy number."
+        elif got != expected:
+            cause = next((hint for value, hint in known if value == got), None)
+        assert_equal_values(text, got, expected, name="count", cause=cause)
+    report("lstm_param_count", len(checks), None, "nn.LSTM's parameter count")
+
+
+#: Every exercise of the lesson with its full check (visible and hidden cases), for pytest.
+HIDDEN_SIZES = ((3, 4, 5), (2, 3, 3), (1, 1, 1), (5, 2, 1), (1, 6, 6), (4, 7, 2))
+EXERCISES = {
+    "forget_gate": lambda ns: check_forget_gate(get(ns, "forget_gate"), sizes=HIDDEN_SIZES),
+    "learn_gate": lambda ns: check_learn_gate(get(ns, "learn_gate"), sizes=HIDDEN_SIZES),
+    "remember_gate": lambda ns: check_remember_gate(get(ns, "remember_gate"), sizes=HIDDEN_SIZES),
+    "use_gate": lambda ns: check_use_gate(get(ns, "use_gate"), sizes=HIDDEN_SIZES),
+    "lstm_cell": lambda ns: check_lstm_cell(get(ns, "lstm_cell"), sizes=HIDDEN_SIZES),
+    "lstm_forward": lambda ns: check_lstm_forward(
+        get(ns, "lstm_forward"),
+        sizes=((2, 5, 3, 4), (3, 2, 4, 4), (1, 1, 1, 1), (4, 6, 2, 1), (1, 3, 5, 5)),
+        stacked_sizes=((2, 4, 3, 5), (1, 3, 2, 1)),
+    ),
+    "gru_cell": lambda ns: check_gru_cell(get(ns, "gru_cell"), sizes=HIDDEN_SIZES),
+    "peephole_lstm_cell": lambda ns: check_peephole_lstm_cell(
+        get(ns, "peephole_lstm_cell"), sizes=HIDDEN_SIZES
+    ),
+    "lstm_param_count": lambda ns: check_lstm_param_count(
+        get(ns, "lstm_param_count"),
+        cases=(
+            (10, 20, 1, True),
+            (3, 5, 2, True),
+            (7, 4, 3, False),
+            (1, 1, 1, True),
+            (16, 32, 2, False),
+        ),
+    ),
+}
