@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINTED)
 
 test: $(STAMP) lint
-	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest $(ARGS)
+	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n auto --dist loadfile --timeout=900 $(ARGS)
 
 check: $(STAMP)
 	@test -n "$(LESSON)" || { echo "usage: make check LESSON=01_intro_to_rnns"; exit 2; }
