@@ -17,7 +17,8 @@ LINTED := helpers tests benchmarks images
 # Jupyter refuses to start as root without --allow-root (containers, CI machines).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install lab test lint check release autograde feedback export images clean-grading help
+.PHONY: install lab test lint check release autograde feedback export images bench checkpoint \
+	clean-grading help
 
 help:
 	@sed -n '1,6p' Makefile
@@ -61,6 +62,20 @@ export: $(STAMP)
 
 images: $(STAMP)
 	cd images && for script in draw_*.py; do ../$(BIN)/python $$script || exit 1; done
+
+# Lesson 04's benchmark: trains the lesson's char-LSTM for a wall-clock budget and prints its
+# validation loss (last line: JSON). Defaults: Tiny Shakespeare, 180 s. Another run, e.g.
+#   make bench ARGS="--corpus anna --budget-seconds 600"
+bench: $(STAMP)
+	$(RUN) $(BIN)/python benchmarks/char_lstm.py $(ARGS)
+
+# The checkpoint shipped with lesson 04 (seeded, a fixed number of steps; a few minutes on 2
+# CPU cores). Run `make release` afterwards so lessons/04_char_lstm/ gets the new file.
+CHECKPOINT_STEPS ?= 3000
+checkpoint: $(STAMP)
+	$(RUN) $(BIN)/python benchmarks/char_lstm.py --corpus tinyshakespeare --seed 0 \
+		--max-steps $(CHECKPOINT_STEPS) --half --no-progress \
+		--save solutions/04_char_lstm/char_lstm_tinyshakespeare.pt $(ARGS)
 
 clean-grading:
 	rm -rf grading

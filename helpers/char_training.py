@@ -272,8 +272,10 @@ def train(
             smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
             if not math.isfinite(value):
                 bar.close()
-                raise FloatingPointError(f"the training loss became {value} at step "
-                                         f"{history.steps}; try a smaller learning rate")
+                raise FloatingPointError(
+                    f"the training loss became {value} at step "
+                    f"{history.steps}; try a smaller learning rate"
+                )
             done = (config.max_steps is not None and history.steps >= config.max_steps) or (
                 config.budget_seconds is not None and train_seconds >= config.budget_seconds
             )
@@ -391,13 +393,18 @@ def plot_history(history: History, ax=None, title: str | None = None):
     span = max(1, min(50, len(losses) // 10))
     if len(losses) > span:
         kernel = np.ones(span) / span
-        ax.plot(steps[span - 1 :], np.convolve(losses, kernel, mode="valid"), color="tab:blue",
-                label=f"training loss (mean of {span} steps)")
+        ax.plot(
+            steps[span - 1 :],
+            np.convolve(losses, kernel, mode="valid"),
+            color="tab:blue",
+            label=f"training loss (mean of {span} steps)",
+        )
     else:
         ax.lines[-1].set_label("training loss")
     if history.val_loss:
-        ax.plot(history.val_steps, history.val_loss, "o-", color="tab:orange",
-                label="validation loss")
+        ax.plot(
+            history.val_steps, history.val_loss, "o-", color="tab:orange", label="validation loss"
+        )
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("cross-entropy (nats per character)")
     secondary = ax.secondary_yaxis("right", functions=(bits_per_char, lambda b: b * LN2))
@@ -514,7 +521,8 @@ def load_checkpoint(path, model_class: Callable, vocab: Vocab | None = None, dev
         if wrong:
             details.append(f"shapes differ (checkpoint vs model): {wrong}")
         raise ValueError(
-            "the checkpoint does not fit this model: " + "; ".join(details)
+            "the checkpoint does not fit this model: "
+            + "; ".join(details)
             + ". Name the layers as the exercise says (self.lstm, self.fc)."
         )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})

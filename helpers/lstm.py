@@ -40,8 +40,9 @@ LSTMCellFn = Callable[..., tuple]
 def _check_gates(gates: Sequence[str]) -> tuple[str, ...]:
     gates = tuple(gates)
     if gates not in (LSTM_GATES, GRU_GATES):
-        raise ValueError(f"gates must be LSTM_GATES {LSTM_GATES} or GRU_GATES {GRU_GATES}, "
-                         f"got {gates!r}")
+        raise ValueError(
+            f"gates must be LSTM_GATES {LSTM_GATES} or GRU_GATES {GRU_GATES}, got {gates!r}"
+        )
     return gates
 
 
@@ -60,29 +61,40 @@ def check_params(params, gates: Sequence[str] = LSTM_GATES) -> int:
     n = len(gates)
     kind = "nn.LSTMCell" if n == 4 else "nn.GRUCell"
     if not isinstance(params, tuple | list) or len(params) != 4:
-        raise ValueError(f"params must be the 4-tuple (weight_ih, weight_hh, bias_ih, bias_hh) of "
-                         f"an {kind}, got {type(params).__name__}"
-                         + (f" of length {len(params)}" if isinstance(params, tuple | list) else ""))
+        raise ValueError(
+            f"params must be the 4-tuple (weight_ih, weight_hh, bias_ih, bias_hh) of "
+            f"an {kind}, got {type(params).__name__}"
+            + (f" of length {len(params)}" if isinstance(params, tuple | list) else "")
+        )
     weight_ih, weight_hh, bias_ih, bias_hh = params
     for name, value in (("weight_ih", weight_ih), ("weight_hh", weight_hh)):
         if not isinstance(value, torch.Tensor) or value.dim() != 2:
-            raise ValueError(f"{name} must be a 2-D torch.Tensor, got "
-                             f"{getattr(value, 'shape', type(value).__name__)}")
+            raise ValueError(
+                f"{name} must be a 2-D torch.Tensor, got "
+                f"{getattr(value, 'shape', type(value).__name__)}"
+            )
     rows = weight_ih.shape[0]
     if rows % n or rows == 0:
-        raise ValueError(f"weight_ih must have {n} * hidden_size rows (gates {', '.join(gates)}), "
-                         f"got shape {tuple(weight_ih.shape)}")
+        raise ValueError(
+            f"weight_ih must have {n} * hidden_size rows (gates {', '.join(gates)}), "
+            f"got shape {tuple(weight_ih.shape)}"
+        )
     hidden_size = rows // n
     if tuple(weight_hh.shape) != (rows, hidden_size):
-        raise ValueError(f"weight_hh must be ({rows}, {hidden_size}) = ({n} * hidden_size, "
-                         f"hidden_size), got {tuple(weight_hh.shape)}")
+        raise ValueError(
+            f"weight_hh must be ({rows}, {hidden_size}) = ({n} * hidden_size, "
+            f"hidden_size), got {tuple(weight_hh.shape)}"
+        )
     if (bias_ih is None) != (bias_hh is None):
         raise ValueError("bias_ih and bias_hh must both be tensors or both be None")
     for name, value in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
-        if value is not None and (not isinstance(value, torch.Tensor)
-                                  or tuple(value.shape) != (rows,)):
-            raise ValueError(f"{name} must be a tensor of shape ({rows},) = ({n} * hidden_size,), "
-                             f"got {getattr(value, 'shape', type(value).__name__)}")
+        if value is not None and (
+            not isinstance(value, torch.Tensor) or tuple(value.shape) != (rows,)
+        ):
+            raise ValueError(
+                f"{name} must be a tensor of shape ({rows},) = ({n} * hidden_size,), "
+                f"got {getattr(value, 'shape', type(value).__name__)}"
+            )
     return hidden_size
 
 
@@ -175,8 +187,9 @@ def fix_gate(params, gate: str, pre_activation: float, gates: Sequence[str] = LS
 def _cell_step(cell: LSTMCellFn, event, stm, ltm, params):
     result = cell(event, (stm, ltm), params)
     if not isinstance(result, tuple | list) or len(result) != 2:
-        raise ValueError("the cell must return a pair (new_stm, new_ltm), got "
-                         f"{type(result).__name__}")
+        raise ValueError(
+            f"the cell must return a pair (new_stm, new_ltm), got {type(result).__name__}"
+        )
     return result
 
 
@@ -207,8 +220,9 @@ def read_gates(cell: LSTMCellFn, event: torch.Tensor, stm: torch.Tensor, params)
     if stm.dim() != 2 or stm.shape[1] != hidden_size:
         raise ValueError(f"stm must be (batch, {hidden_size}), got {tuple(stm.shape)}")
     if event.dim() != 2 or event.shape[0] != stm.shape[0]:
-        raise ValueError(f"event must be (batch, input_size) with batch {stm.shape[0]}, got "
-                         f"{tuple(event.shape)}")
+        raise ValueError(
+            f"event must be (batch, input_size) with batch {stm.shape[0]}, got {tuple(event.shape)}"
+        )
     zeros, ones = torch.zeros_like(stm), torch.ones_like(stm)
     fixed = fix_gate(fix_gate(fix_gate(params, "i", SATURATED), "f", SATURATED), "g", SATURATED)
     return {
@@ -233,8 +247,10 @@ def gate_activations(cell: LSTMCellFn, events: torch.Tensor, state, params) -> d
         at each step, and the STM / LTM after each step.
     """
     if not isinstance(events, torch.Tensor) or events.dim() != 3:
-        raise ValueError("events must be a (batch, seq, input_size) tensor, got "
-                         f"{getattr(events, 'shape', type(events).__name__)}")
+        raise ValueError(
+            "events must be a (batch, seq, input_size) tensor, got "
+            f"{getattr(events, 'shape', type(events).__name__)}"
+        )
     if not isinstance(state, tuple | list) or len(state) != 2:
         raise ValueError("state must be the pair (stm, ltm)")
     stm, ltm = state
@@ -249,19 +265,109 @@ def gate_activations(cell: LSTMCellFn, events: torch.Tensor, state, params) -> d
     return {name: torch.stack(values, dim=1) for name, values in record.items()}
 
 
+def latch_task(
+    batch_size: int,
+    seq_length: int,
+    generator: torch.Generator,
+    pulse_probability: float = 0.07,
+):
+    """A memory task for a small LSTM: remember the sign of the latest pulse.
+
+    Each event is 0 most of the time and, with probability ``pulse_probability``, a pulse of +1 or
+    -1; the target at each step is the latest pulse so far (0 before the first). Solving it means
+    holding one value in memory for many steps and overwriting it at the next pulse.
+
+    Args:
+        batch_size, seq_length: positive ints.
+        generator: a seeded ``torch.Generator`` (the same seed gives the same sequences).
+        pulse_probability: chance of a pulse at each step, in (0, 1).
+
+    Returns:
+        ``(events, targets)``, both ``(batch_size, seq_length, 1)`` in the default dtype.
+    """
+    for name, value in (("batch_size", batch_size), ("seq_length", seq_length)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not 0 < pulse_probability < 1:
+        raise ValueError(f"pulse_probability must be in (0, 1), got {pulse_probability}")
+    pulses = torch.rand(batch_size, seq_length, generator=generator) < pulse_probability
+    signs = torch.randint(0, 2, (batch_size, seq_length), generator=generator) * 2 - 1
+    events = (pulses * signs).to(torch.get_default_dtype()).unsqueeze(-1)
+    targets = torch.zeros_like(events)
+    latest = torch.zeros(batch_size, 1, dtype=events.dtype)
+    for t in range(seq_length):
+        latest = torch.where(events[:, t] != 0, events[:, t], latest)
+        targets[:, t] = latest
+    return events, targets
+
+
+def train_latch_model(
+    hidden_size: int = 6,
+    n_steps: int = 500,
+    seed: int = 0,
+    batch_size: int = 32,
+    seq_length: int = 50,
+    lr: float = 0.03,
+):
+    """Train a one-layer ``nn.LSTM`` and a linear read-out on ``latch_task``; return them.
+
+    The loop is plain Adam (the same update as ``torch.optim.Adam`` with its default betas),
+    written out because ``torch.optim`` imports ``torch._dynamo`` on first use, which takes
+    longer than this whole training on a small CPU.
+
+    Args:
+        hidden_size: units of the LSTM.
+        n_steps: optimisation steps, each on a fresh batch of ``batch_size`` sequences.
+        seed: seeds the initial weights and the batches.
+
+    Returns:
+        ``(lstm, readout, losses)``: ``nn.LSTM(1, hidden_size, batch_first=True)``,
+        ``nn.Linear(hidden_size, 1)`` and the list of training losses (mean squared error).
+    """
+    from torch import nn
+
+    if not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    lstm = nn.LSTM(1, hidden_size, batch_first=True)
+    readout = nn.Linear(hidden_size, 1)
+    params = [*lstm.parameters(), *readout.parameters()]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    first = [torch.zeros_like(p) for p in params]
+    second = [torch.zeros_like(p) for p in params]
+    losses = []
+    for step in range(1, n_steps + 1):
+        events, targets = latch_task(batch_size, seq_length, generator)
+        outputs, _ = lstm(events)
+        loss = torch.nn.functional.mse_loss(readout(outputs), targets)
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g, m, v in zip(params, grads, first, second, strict=True):
+                m.mul_(beta1).add_(g, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                m_hat = m / (1 - beta1**step)
+                v_hat = v / (1 - beta2**step)
+                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+        losses.append(loss.item())
+    return lstm, readout, losses
+
+
 def plot_gate_heatmaps(
     activations: dict,
     gates: Sequence[str] = ("f", "i", "o"),
     events: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
     batch_index: int = 0,
     figsize=(10, 6.5),
 ):
-    """Heat maps of gate values (units down, time across), one panel per gate, 0 to 1.
+    """Heat maps of gate values (units down, time across), one panel per gate.
 
     Args:
         activations: from ``gate_activations``: gate -> ``(batch, seq, hidden_size)``.
-        gates: which gates to show, top to bottom.
+        gates: which gates to show, top to bottom (i, f, o range over 0..1, g over -1..1).
         events: optional ``(batch, seq, input_size)`` input, drawn above the heat maps.
+        targets: optional ``(batch, seq, k)`` targets, drawn dashed in the same panel.
         batch_index: which sequence of the batch to show.
 
     Returns:
@@ -274,27 +380,49 @@ def plot_gate_heatmaps(
     for gate in gates:
         if gate not in activations:
             raise ValueError(f"no {gate!r} in activations; it has {sorted(activations)}")
-    rows = len(gates) + (events is not None)
-    heights = ([0.6] if events is not None else []) + [1.0] * len(gates)
-    fig, axes = plt.subplots(rows, 1, figsize=figsize, sharex=True,
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
-    axes = list(axes[:, 0])
-    if events is not None:
-        ax = axes.pop(0)
-        series = events[batch_index].detach().cpu()
-        for k in range(series.shape[1]):
-            ax.step(range(series.shape[0]), series[:, k].numpy(), where="mid",
-                    label=f"event[{k}]" if series.shape[1] > 1 else "event")
-        ax.set_ylabel("event")
+    top = events is not None or targets is not None
+    heights = ([0.6] if top else []) + [1.0] * len(gates)
+    fig, axes = plt.subplots(
+        len(heights),
+        1,
+        figsize=figsize,
+        sharex=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )
+    every_axis = list(axes[:, 0])
+    gate_axes = every_axis[1:] if top else every_axis
+    if top:
+        ax = every_axis[0]
+        for series, label, style in ((events, "event", "-"), (targets, "target", "--")):
+            if series is None:
+                continue
+            series = series[batch_index].detach().cpu()
+            for k in range(series.shape[1]):
+                name = f"{label}[{k}]" if series.shape[1] > 1 else label
+                ax.step(
+                    range(series.shape[0]),
+                    series[:, k].numpy(),
+                    where="mid",
+                    linestyle=style,
+                    label=name,
+                )
         ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8, ncol=2)
     image = None
-    for ax, gate in zip(axes, gates, strict=True):
+    for ax, gate in zip(gate_axes, gates, strict=True):
         values = activations[gate][batch_index].detach().cpu().T  # (hidden, seq)
         low = -1.0 if gate == "g" else 0.0
-        image = ax.imshow(values.numpy(), aspect="auto", interpolation="nearest",
-                          cmap="viridis", vmin=low, vmax=1.0)
+        image = ax.imshow(
+            values.numpy(),
+            aspect="auto",
+            interpolation="nearest",
+            cmap="viridis",
+            vmin=low,
+            vmax=1.0,
+        )
         ax.set_ylabel("unit")
         ax.set_title(GATE_NAMES.get(gate, gate), fontsize=10, loc="left")
-    axes[-1].set_xlabel("time step t")
-    fig.colorbar(image, ax=axes, shrink=0.8, label="gate value")
+    every_axis[-1].set_xlabel("time step t")
+    fig.colorbar(image, ax=every_axis, shrink=0.8, label="gate value")
     return fig

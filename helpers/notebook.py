@@ -20,8 +20,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-
 TRAINING_TAG = "training"
 
 
@@ -85,6 +83,10 @@ def load_notebook(
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"expected a notebook file, but {path} does not exist")
+    # imported here, not at the top: nbformat pulls in jsonschema, whose import costs seconds
+    # of CPU, and every notebook (and every autograded kernel) imports helpers
+    import nbformat
+
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception as exc:  # nbformat raises several unrelated types for broken files

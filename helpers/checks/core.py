@@ -9,22 +9,63 @@ type, dtype, shape and finiteness have been verified.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from helpers.checks import _baseline
+
 # References taken when helpers is imported, so that a notebook which later reassigns
-# torch.allclose, numpy functions or builtins cannot change how answers are judged.
+# torch.allclose, numpy functions or builtins cannot change how answers are judged. Tensors are
+# read through torch._C.TensorBase and compared through numpy.ndarray's own methods: both are
+# immutable C types, so no notebook can patch what these references do.
 _Tensor = torch.Tensor
-_np_array = np.array
-_np_abs = np.abs
-_np_isfinite = np.isfinite
-_np_argmax = np.argmax
-_np_unravel = np.unravel_index
+_Parameter = torch.nn.Parameter
+_TB = torch._C.TensorBase
+_ND = np.ndarray
+_tb_detach = _TB.detach
+_tb_clone = _TB.clone
+_tb_cpu = _TB.cpu
+_tb_numpy = _TB.numpy
+_tb_equal = _TB.equal
+_tb_dtype = _TB.dtype.__get__
+_tb_shape = _TB.shape.__get__
+_tb_device = _TB.device.__get__
+_nd_astype = _ND.astype
+_nd_sub = _ND.__sub__
+_nd_abs = _ND.__abs__
+_nd_mul = _ND.__mul__
+_nd_add = _ND.__add__
+_nd_le = _ND.__le__
+_nd_eq = _ND.__eq__
+_nd_all = _ND.all
+_nd_max = _ND.max
+_nd_sum = _ND.sum
+_nd_invert = _ND.__invert__
+_nd_nonzero = _ND.nonzero
+_nd_getitem = _ND.__getitem__
+_nd_size = _ND.size.__get__
+_nd_shape = _ND.shape.__get__
 _isinstance = isinstance
 _type = type
+_callable = callable
+_len = len
+_tuple = tuple
+_int = int
+_float = float
+_str = str
+_repr = repr
+_print = print
+_sorted = sorted
+_zip = zip
+_any = any
+_all = all
+_PLAIN = (int, str, bool, float)
 
 
 class CheckFailure(AssertionError):
@@ -69,19 +110,51 @@ def fail(exercise: str, problem: str, inputs: Mapping[str, object] | None = None
 
 
 def _snapshot(value):
-    if _isinstance(value, _Tensor):
-        return value.detach().clone()
-    if _isinstance(value, tuple | list):
+    if _type(value) is _Tensor or _type(value) is _Parameter:
+        return _tb_clone(_tb_detach(value))
+    if _type(value) is tuple or _type(value) is list:
         return _type(value)(_snapshot(v) for v in value)
     return value
 
 
 def _same(a, b) -> bool:
-    if _isinstance(a, _Tensor) and _isinstance(b, _Tensor):
-        return a.shape == b.shape and bool((a.detach() == b.detach()).all().item())
-    if _isinstance(a, tuple | list) and _isinstance(b, tuple | list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    tensors = (_Tensor, _Parameter)
+    if _any(_type(a) is t for t in tensors) and _any(_type(b) is t for t in tensors):
+        return _tb_shape(a) == _tb_shape(b) and _tb_equal(_tb_detach(a), _tb_detach(b))
+    if _any(_type(a) is t for t in (tuple, list)) and _any(_type(b) is t for t in (tuple, list)):
+        return _len(a) == _len(b) and _all(_same(x, y) for x, y in _zip(a, b, strict=True))
     return True
+
+
+def check_integrity(exercise: str) -> None:
+    """Fail if the notebook replaced torch, NumPy, builtin or helpers functions (see _baseline)."""
+    replaced = _baseline.tampering()
+    if replaced:
+        shown = ", ".join(replaced[:5]) + (" ..." if _len(replaced) > 5 else "")
+        fail(
+            exercise,
+            f"the notebook replaced {shown}; the checks cannot trust torch or NumPy any more. "
+            "Remove the code that assigns to library functions, restart the kernel and run "
+            "all cells again.",
+        )
+
+
+def _notes(exercise: str, caught, stderr_text: str) -> None:
+    """Report warnings and stderr output of the learner's function on stdout.
+
+    A test cell that writes to stderr scores 0 under nbgrader; a harmless warning from the
+    learner's code should not cost points, so it is shown as a note instead.
+    """
+    seen = set()
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message}"
+        if text not in seen:
+            seen.add(text)
+            _print(f"note: {exercise} raised a warning (no points lost): {text[:300]}")
+    text = stderr_text.strip()
+    if text:
+        first = text.splitlines()[0][:300]
+        _print(f"note: {exercise} wrote to stderr (no points lost): {first}")
 
 
 _ERROR_CAUSES = (
@@ -113,12 +186,16 @@ def call(exercise: str, fn, *args, inputs: Mapping[str, object] | None = None, *
     The learner's function gets clones, so mutating its inputs cannot change the reference; if it
     mutates them anyway, that is reported, because a real caller would see its data change.
     """
-    if not callable(fn):
+    if not _callable(fn):
         fail(exercise, f"expected a function or class, got {_type(fn).__name__}", inputs)
+    check_integrity(exercise)
     originals = _snapshot(args)
     given = _snapshot(args)
+    stderr = io.StringIO()
     try:
-        result = fn(*given, **kwargs)
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(stderr):
+            warnings.simplefilter("always")
+            result = fn(*given, **kwargs)
     except NotImplementedError:
         fail(
             exercise,
@@ -129,8 +206,10 @@ def call(exercise: str, fn, *args, inputs: Mapping[str, object] | None = None, *
         raise
     except Exception as exc:  # the learner's code may raise anything: report it, don't crash
         text = f"{_type(exc).__name__}: {exc}"
-        cause = next((hint for key, hint in _ERROR_CAUSES if key in str(exc)), None)
+        cause = next((hint for key, hint in _ERROR_CAUSES if key in _str(exc)), None)
         fail(exercise, f"raised {text}", inputs, cause)
+    _notes(exercise, caught, stderr.getvalue())
+    check_integrity(exercise)
     if not _same(given, originals):
         fail(
             exercise,
@@ -141,40 +220,56 @@ def call(exercise: str, fn, *args, inputs: Mapping[str, object] | None = None, *
     return result
 
 
+def _float64(tensor) -> np.ndarray:
+    """A float64 NumPy copy of a genuine tensor, read through TensorBase's own methods."""
+    return _nd_astype(_tb_numpy(_tb_cpu(_tb_detach(tensor))), "float64", copy=True)
+
+
+def _first_index(mask: np.ndarray) -> tuple[int, ...]:
+    return _tuple(_int(axis[0]) for axis in _nd_nonzero(mask))
+
+
 def _as_array(exercise, name, got, expected, inputs) -> tuple[np.ndarray, np.ndarray]:
-    if _type(got) is not _Tensor and _type(got) is not torch.nn.Parameter:
+    """Type, dtype, shape, device and finiteness of ``got``, then both as float64 arrays.
+
+    ``got`` must be exactly a ``torch.Tensor`` (or ``nn.Parameter``): a subclass or look-alike
+    could override comparisons, so it fails here, before any value is read.
+    """
+    if _type(got) is not _Tensor and _type(got) is not _Parameter:
         fail(
             exercise,
             f"{name} should be a torch.Tensor, got {_type(got).__module__}.{_type(got).__name__}",
             inputs,
             "NumPy arrays or Python numbers lose autograd; use torch operations throughout."
-            if _isinstance(got, np.ndarray | float | int)
+            if _any(_type(got) is t for t in (_ND, float, int))
             else None,
         )
-    if got.dtype != expected.dtype:
+    got_dtype, exp_dtype = _tb_dtype(got), _tb_dtype(expected)
+    if got_dtype is not exp_dtype:
         fail(
             exercise,
-            f"{name} has dtype {got.dtype}, expected {expected.dtype}",
+            f"{name} has dtype {got_dtype}, expected {exp_dtype}",
             inputs,
             "a new tensor was created without dtype=...; keep the inputs' dtype.",
         )
-    if tuple(got.shape) != tuple(expected.shape):
+    if _tuple(_tb_shape(got)) != _tuple(_tb_shape(expected)):
         fail(
             exercise,
             f"{name} has shape {shape_text(got)}, expected {shape_text(expected)}",
             inputs,
             _shape_cause(got, expected),
         )
-    if got.device != expected.device:
-        fail(exercise, f"{name} is on {got.device}, expected {expected.device}", inputs)
-    got_np = _np_array(got.detach().cpu().numpy(), dtype=np.float64, copy=True)
-    exp_np = _np_array(expected.detach().cpu().numpy(), dtype=np.float64, copy=True)
-    finite = _np_isfinite(got_np)
-    if not finite.all():
-        index = tuple(int(i) for i in np.argwhere(~finite)[0])
+    if _str(_tb_device(got)) != _str(_tb_device(expected)):
+        fail(exercise, f"{name} is on {_tb_device(got)}, expected {_tb_device(expected)}", inputs)
+    got_np = _float64(got)
+    exp_np = _float64(expected)
+    # x - x is 0 exactly when x is finite (inf - inf and nan - nan are nan)
+    finite = _nd_eq(_nd_sub(got_np, got_np), 0.0)
+    if not _nd_all(finite):
+        index = _first_index(_nd_invert(finite))
         fail(
             exercise,
-            f"{name} contains {got_np[index]} at index {index}",
+            f"{name} contains {_nd_getitem(got_np, index)} at index {index}",
             inputs,
             "an overflow or a division by zero; tanh and sigmoid never produce inf or nan.",
         )
@@ -193,7 +288,8 @@ def _shape_cause(got, expected) -> str | None:
 
 
 def _close(got_np, exp_np, atol, rtol):
-    return _np_abs(got_np - exp_np) <= atol + rtol * _np_abs(exp_np)
+    """Elementwise ``|got - expected| <= atol + rtol * |expected|`` (NaN counts as not close)."""
+    return _nd_le(_nd_abs(_nd_sub(got_np, exp_np)), _nd_add(_nd_mul(_nd_abs(exp_np), rtol), atol))
 
 
 def assert_close(
@@ -215,27 +311,27 @@ def assert_close(
     the first wrong index, both values and the difference; if the wrong answer equals one of
     ``causes`` it names that mistake.
     """
+    check_integrity(exercise)
     got_np, exp_np = _as_array(exercise, name, got, expected, inputs)
     ok = _close(got_np, exp_np, atol, rtol)
-    diff = _np_abs(got_np - exp_np)
-    if ok.all():
-        return float(diff.max()) if diff.size else 0.0
-    index = tuple(int(i) for i in np.argwhere(~ok)[0])
+    diff = _nd_abs(_nd_sub(got_np, exp_np))
+    if _nd_all(ok):
+        return _float(_nd_max(diff)) if _nd_size(diff) else 0.0
+    index = _first_index(_nd_invert(ok))
+    wrong = _int(_nd_sum(_nd_invert(ok)))
     problem = (
         f"{name} differs from {reference}: first mismatch at index {index}, got "
-        f"{got_np[index]:.6g}, expected {exp_np[index]:.6g} (|diff| {diff[index]:.3g}; "
-        f"{int((~ok).sum())} of {ok.size} values wrong, largest |diff| {diff.max():.3g}, "
-        f"tolerance {atol:g})"
+        f"{_nd_getitem(got_np, index):.6g}, expected {_nd_getitem(exp_np, index):.6g} "
+        f"(|diff| {_nd_getitem(diff, index):.3g}; {wrong} of {_nd_size(ok)} values wrong, "
+        f"largest |diff| {_nd_max(diff):.3g}, tolerance {atol:g})"
     )
     cause = None
     for candidate in causes:
         out = candidate.output
         if (
-            _isinstance(out, _Tensor)
-            and tuple(out.shape) == got_np.shape
-            and _close(
-                got_np, _np_array(out.detach().cpu().numpy(), dtype=np.float64), atol, rtol
-            ).all()
+            _type(out) is _Tensor
+            and _tuple(_tb_shape(out)) == _nd_shape(got_np)
+            and _nd_all(_close(got_np, _float64(out), atol, rtol))
         ):
             cause = candidate.message
             break
@@ -246,20 +342,48 @@ def assert_equal_values(exercise: str, got, expected, *, inputs=None, name="answ
     """Exact comparison of plain Python values (ints, tuples of ints, strings), type included."""
 
     def plain(value):
-        if _type(value) in (tuple, list):
-            return (_type(value).__name__, tuple(plain(v) for v in value))
-        if _type(value) in (int, str, bool, float):
-            return (_type(value).__name__, value)
-        return ("other", repr(_type(value)))
+        # exact types only, compared with `is`: a subclass (or a metaclass) could override ==
+        kind = _type(value)
+        if kind is tuple or kind is list:
+            return (kind.__name__, _tuple(plain(v) for v in value))
+        if _any(kind is t for t in _PLAIN):
+            return (kind.__name__, _repr(value))
+        return ("other", _repr(kind))
 
     if plain(got) != plain(expected):
         fail(
             exercise,
-            f"{name} is {got!r} ({_type(got).__name__}), expected "
+            f"{name} is {_safe_repr(got)} ({_type(got).__name__}), expected "
             f"{expected!r} ({_type(expected).__name__})",
             inputs,
             cause,
         )
+
+
+def assert_choice(exercise: str, answer, choices: Sequence[str], *, name: str = "answer") -> str:
+    """``answer`` must be exactly a ``str`` equal to one of ``choices``; return it.
+
+    The comparison runs on a plain ``str`` copy, so an object whose ``__eq__`` always returns
+    True cannot pass.
+    """
+    if _type(answer) is not str:
+        fail(exercise, f"{name} should be one of {_tuple(choices)}, got {_safe_repr(answer)}")
+    text = _str.__str__(answer)
+    if not _any(_str.__eq__(text, c) for c in choices):
+        fail(exercise, f"{name} should be one of {_tuple(choices)}, got {text!r}")
+    return text
+
+
+def _safe_repr(value) -> str:
+    """``repr`` for plain values; the type's name for anything else (a learner's __repr__ could
+    raise or print)."""
+    kind = _type(value)
+    if kind is tuple or kind is list or _any(kind is t for t in _PLAIN) or value is None:
+        try:
+            return _repr(value)[:200]
+        except Exception:
+            pass
+    return f"<{kind.__module__}.{kind.__name__} object>"
 
 
 def get(namespace: Mapping[str, object], name: str):

@@ -8,6 +8,7 @@ from torch import nn
 from helpers.checks.core import (
     Cause,
     after,
+    assert_choice,
     assert_close,
     assert_equal_values,
     call,
@@ -231,8 +232,7 @@ def check_gradient_answers(small_weights_gradient, large_weights_gradient) -> No
         ("small_weights_gradient", small_weights_gradient, 0.7),
         ("large_weights_gradient", large_weights_gradient, 1.3),
     ):
-        if answer not in GRADIENT_CHOICES:
-            fail(name, f"should be one of {GRADIENT_CHOICES}, got {answer!r}")
+        answer = assert_choice(name, answer, GRADIENT_CHOICES)
         truth = measured_gradient_behaviour(scale)
         if answer != truth:
             fail(

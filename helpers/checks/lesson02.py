@@ -954,7 +954,8 @@ def check_lstm_param_count(
         if type(got) is not int and not isinstance(got, bool):
             cause = "return a Python int (for example int(total)), not a tensor or NumPy number."
         elif got != expected:
-            cause = next((hint for value, hint in known if value == got), None)
+            hints = [hint for value, hint in known if value == got]
+            cause = " Or: ".join(hints) if hints else None  # equal counts can have two causes
         assert_equal_values(text, got, expected, name="count", cause=cause)
     report("lstm_param_count", len(checks), None, "nn.LSTM's parameter count")
 

@@ -1,0 +1,123 @@
+"""Long-memory benchmark: nn.RNN vs nn.GRU vs nn.LSTM on the adding problem (lesson 03).
+
+Runs the same race as the full mode of solutions/03_time_series_rnn (same settings, same seed)
+and prints one row per model: parameters, steps, training seconds, final and best test MSE and
+the final MSE relative to the trivial baseline (always answering 1.0 scores 1/6). The expected
+result: the LSTM and the GRU end far below the baseline, the plain RNN stays at it.
+
+    .venv/bin/python benchmarks/long_memory.py            # full race, T=100 (a few minutes)
+    .venv/bin/python benchmarks/long_memory.py --fast     # the notebook's fast mode, seconds
+    .venv/bin/python benchmarks/long_memory.py --plot benchmarks/results/long_memory.png
+
+Exit status 0 when the result holds (LSTM and GRU below ``--solved`` times the baseline, RNN
+above ``--unsolved`` times it), 1 otherwise; ``--fast`` only reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from helpers.runtime import get_device
+from helpers.timeseries import (
+    ADDING_BASELINE_MSE,
+    long_memory_race,
+    plot_race,
+    race_table,
+)
+
+#: The full-mode settings the lesson uses (and states in its markdown).
+FULL = {"seq_length": 100, "hidden_size": 32, "n_steps": 1500, "batch_size": 64, "lr": 0.01}
+FAST = {"seq_length": 20, "hidden_size": 32, "n_steps": 100, "batch_size": 64, "lr": 0.01}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fast", action="store_true", help="the notebook's fast-mode settings")
+    parser.add_argument("--seq-length", type=int, help="sequence length T of the adding problem")
+    parser.add_argument("--hidden-size", type=int, help="hidden size of every model")
+    parser.add_argument("--steps", type=int, help="training steps per model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="stop a model after this many seconds of training",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    parser.add_argument(
+        "--solved",
+        type=float,
+        default=0.1,
+        help="LSTM/GRU must end below this fraction of the baseline",
+    )
+    parser.add_argument(
+        "--unsolved",
+        type=float,
+        default=0.5,
+        help="the RNN must end above this fraction of the baseline",
+    )
+    parser.add_argument("--plot", type=Path, help="save the loss-vs-time plot to this PNG")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    settings = dict(FAST if args.fast else FULL)
+    for key, value in (
+        ("seq_length", args.seq_length),
+        ("hidden_size", args.hidden_size),
+        ("n_steps", args.steps),
+    ):
+        if value is not None:
+            settings[key] = value
+    device = get_device()
+    print(
+        f"adding problem: T={settings['seq_length']}, hidden_size={settings['hidden_size']}, "
+        f"{settings['n_steps']} steps of {settings['batch_size']} sequences, "
+        f"lr={settings['lr']}, seed={args.seed}, device={device}, "
+        f"threads={args.threads}, torch {torch.__version__}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    histories = long_memory_race(
+        **settings,
+        seed=args.seed,
+        device=device,
+        time_budget_s=args.time_budget,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    wall = time.perf_counter() - started
+    print(race_table(histories))
+    print(f"wall-clock time of the whole race (evaluations included): {wall:.1f} s")
+
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        ax = plot_race(histories, title=f"Adding problem, T={settings['seq_length']}")
+        ax.figure.savefig(args.plot, dpi=120, bbox_inches="tight")
+        print(f"plot saved to {args.plot}")
+
+    if args.fast:
+        return 0
+    ratio = {name: h.final_test_loss / ADDING_BASELINE_MSE for name, h in histories.items()}
+    ok = (
+        ratio.get("LSTM", 0) < args.solved
+        and ratio.get("GRU", 0) < args.solved
+        and ratio.get("RNN", 1) > args.unsolved
+    )
+    verdict = "holds" if ok else "DOES NOT HOLD"
+    print(
+        f"result {verdict}: LSTM and GRU below {args.solved:g} x baseline, RNN above "
+        f"{args.unsolved:g} x baseline"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

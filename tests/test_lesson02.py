@@ -1,0 +1,639 @@
+"""Lesson 02: the reference answers against torch.nn on sizes the notebook does not use, the
+checks' teaching messages on the usual mistakes, and the helpers in helpers/lstm.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+
+import nbformat
+import pytest
+import torch
+from conftest import ROOT, loaded, notebook_path
+from torch import nn
+from torch.nn import functional
+
+from helpers.checks import CheckFailure
+from helpers.checks.lesson02 import (
+    check_forget_gate,
+    check_gru_cell,
+    check_learn_gate,
+    check_lstm_cell,
+    check_lstm_forward,
+    check_lstm_param_count,
+    check_peephole_lstm_cell,
+    check_remember_gate,
+    check_use_gate,
+)
+from helpers.lstm import (
+    GRU_GATES,
+    LSTM_GATES,
+    SATURATED,
+    fix_gate,
+    gate_activations,
+    gate_params,
+    gate_rows,
+    gru_gate_params,
+    latch_task,
+    plot_gate_heatmaps,
+    read_gates,
+)
+
+LESSON = "02_lstm_gate_math"
+F64 = torch.float64
+#: (batch, input_size, hidden_size) that neither the notebook nor EXERCISES use; batch 1 and
+#: hidden size 1 included.
+UNUSED_SIZES = [(1, 7, 1), (6, 1, 9), (1, 8, 8), (2, 5, 1), (7, 3, 4), (1, 1, 2)]
+FUNCTIONS = (
+    "forget_gate",
+    "learn_gate",
+    "remember_gate",
+    "use_gate",
+    "lstm_cell",
+    "lstm_forward",
+    "gru_cell",
+    "peephole_lstm_cell",
+    "lstm_param_count",
+)
+
+
+@pytest.fixture(scope="module")
+def ns():
+    namespace = loaded(notebook_path("solutions", LESSON))
+    assert not namespace.errors, f"solution notebook raised while loading: {namespace.errors}"
+    return namespace
+
+
+def _torch_cell(kind, input_size, hidden_size, seed):
+    """A float64 nn.LSTMCell / nn.GRUCell with random weights and random non-zero biases."""
+    torch.manual_seed(seed)
+    cell = kind(input_size, hidden_size, dtype=F64)
+    with torch.no_grad():
+        for name, p in cell.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if "bias" in name else 0.7) + 0.05)
+    assert all(p.abs().min() > 0 for name, p in cell.named_parameters() if "bias" in name)
+    return cell
+
+
+def _params(cell):
+    return tuple(p.detach() for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh))
+
+
+def _max_diff(a, b):
+    assert a.shape == b.shape and a.dtype == b.dtype == F64
+    return (a - b).abs().max().item()
+
+
+# --------------------------------------------------------------------------- against torch.nn
+
+
+@pytest.mark.parametrize("size", UNUSED_SIZES)
+def test_lstm_gates_and_cell_match_torch(ns, size):
+    batch, input_size, hidden_size = size
+    cell = _torch_cell(nn.LSTMCell, input_size, hidden_size, seed=sum(size))
+    params = _params(cell)
+    g = torch.Generator().manual_seed(7)
+    x, h, c = (
+        torch.randn(batch, n, generator=g, dtype=F64)
+        for n in (input_size, hidden_size, hidden_size)
+    )
+    with torch.no_grad():
+        ref_h, ref_c = cell(x, (h, c))
+        pre = functional.linear(x, params[0], params[2]) + functional.linear(
+            h, params[1], params[3]
+        )
+    i, f, g_, o = pre.chunk(4, dim=1)
+    i, f, g_, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g_), torch.sigmoid(o)
+    kept = ns["forget_gate"](c, h, x, params)
+    learned = ns["learn_gate"](h, x, params)
+    new_ltm = ns["remember_gate"](kept, learned)
+    new_stm = ns["use_gate"](new_ltm, h, x, params)
+    diffs = [
+        _max_diff(kept, c * f),
+        _max_diff(learned, i * g_),
+        _max_diff(new_ltm, ref_c),
+        _max_diff(new_stm, ref_h),
+        *(
+            _max_diff(a, b)
+            for a, b in zip(ns["lstm_cell"](x, (h, c), params), (ref_h, ref_c), strict=True)
+        ),
+    ]
+    zeros = tuple(torch.zeros(hidden_size, dtype=F64) for _ in range(3))
+    diffs += [
+        _max_diff(a, b)
+        for a, b in zip(
+            ns["peephole_lstm_cell"](x, (h, c), params, zeros), (ref_h, ref_c), strict=True
+        )
+    ]
+    assert max(diffs) < 1e-10, diffs
+
+
+@pytest.mark.parametrize("size", UNUSED_SIZES)
+def test_gru_cell_matches_torch(ns, size):
+    batch, input_size, hidden_size = size
+    cell = _torch_cell(nn.GRUCell, input_size, hidden_size, seed=100 + sum(size))
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(batch, input_size, generator=g, dtype=F64)
+    h = torch.randn(batch, hidden_size, generator=g, dtype=F64)
+    with torch.no_grad():
+        expected = cell(x, h)
+    assert _max_diff(ns["gru_cell"](x, h, _params(cell)), expected) < 1e-10
+
+
+@pytest.mark.parametrize(
+    ("batch", "seq", "input_size", "hidden_size"),
+    [(1, 4, 2, 1), (5, 3, 1, 6), (1, 1, 3, 3), (3, 9, 2, 2)],
+)
+def test_lstm_forward_matches_torch_and_stacks(ns, batch, seq, input_size, hidden_size):
+    torch.manual_seed(batch * 100 + seq)
+    lstm = nn.LSTM(input_size, hidden_size, num_layers=2, batch_first=True, dropout=0.0, dtype=F64)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.copy_(torch.randn_like(p) * 0.6 + 0.05)
+    events = torch.randn(batch, seq, input_size, dtype=F64)
+    stm0, ltm0 = (
+        torch.randn(2, batch, hidden_size, dtype=F64),
+        torch.randn(2, batch, hidden_size, dtype=F64),
+    )
+    with torch.no_grad():
+        ref_out, (ref_h, ref_c) = lstm(events, (stm0, ltm0))
+        one = nn.LSTM(input_size, hidden_size, batch_first=True, dtype=F64)
+        one.load_state_dict({k: v for k, v in lstm.state_dict().items() if k.endswith("_l0")})
+        one_out, (one_h, one_c) = one(events, (stm0[:1], ltm0[:1]))
+    layer = [
+        tuple(
+            getattr(lstm, f"{n}_l{k}").detach()
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
+        for k in range(2)
+    ]
+    out1, (h1, c1) = ns["lstm_forward"](events, (stm0[0], ltm0[0]), layer[0])
+    assert max(_max_diff(out1, one_out), _max_diff(h1, one_h[0]), _max_diff(c1, one_c[0])) < 1e-10
+    out2, (h2, c2) = ns["lstm_forward"](out1, (stm0[1], ltm0[1]), layer[1])
+    assert _max_diff(out2, ref_out) < 1e-10
+    assert _max_diff(torch.stack([h1, h2]), ref_h) < 1e-10
+    assert _max_diff(torch.stack([c1, c2]), ref_c) < 1e-10
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3, 5])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("input_size", "hidden_size"), [(1, 1), (13, 2), (2, 17), (64, 128)])
+def test_lstm_param_count_matches_torch(ns, input_size, hidden_size, layers, bias):
+    lstm = nn.LSTM(input_size, hidden_size, num_layers=layers, bias=bias, device="meta")
+    got = ns["lstm_param_count"](input_size, hidden_size, num_layers=layers, bias=bias)
+    assert type(got) is int and got == sum(p.numel() for p in lstm.parameters())
+
+
+def test_checks_pass_on_unused_sizes(ns, capsys):
+    sizes = tuple(UNUSED_SIZES)
+    check_forget_gate(ns["forget_gate"], sizes=sizes, seed=9000)
+    check_learn_gate(ns["learn_gate"], sizes=sizes, seed=9100)
+    check_remember_gate(ns["remember_gate"], sizes=sizes, seed=9200)
+    check_use_gate(ns["use_gate"], sizes=sizes, seed=9300)
+    check_lstm_cell(ns["lstm_cell"], sizes=sizes, seed=9400)
+    check_gru_cell(ns["gru_cell"], sizes=sizes, seed=9600)
+    check_peephole_lstm_cell(ns["peephole_lstm_cell"], sizes=sizes, seed=9700)
+    check_lstm_forward(
+        ns["lstm_forward"],
+        sizes=((1, 2, 7, 1), (6, 3, 1, 9)),
+        stacked_sizes=((1, 2, 1, 1), (2, 3, 4, 2)),
+        seed=9500,
+    )
+    check_lstm_param_count(ns["lstm_param_count"], cases=((2, 17, 4, True), (1, 1, 2, False)))
+    out = capsys.readouterr()
+    assert out.err == ""
+    lines = out.out.strip().splitlines()
+    assert len(lines) == 9 and all(": OK" in line for line in lines), lines
+    worst = [
+        float(line.split("largest |diff| ")[1].rstrip(")")) for line in lines if "|diff|" in line
+    ]
+    assert max(worst) < 1e-10
+
+
+# --------------------------------------------------------------------------- mistakes are named
+
+
+def _swap(params, a, b, gates=LSTM_GATES):
+    hidden_size = params[1].shape[1]
+    ra, rb = gate_rows(hidden_size, a, gates), gate_rows(hidden_size, b, gates)
+    out = [p.clone() for p in params]
+    for new, old in zip(out, params, strict=True):
+        new[ra], new[rb] = old[rb], old[ra]
+    return tuple(out)
+
+
+def _no_bias_hh(params):
+    return (*params[:3], torch.zeros_like(params[3]))
+
+
+def _transpose(params, index, gates=LSTM_GATES):
+    hidden_size = params[1].shape[1]
+    out = [p.clone() for p in params]
+    for gate in gates:
+        rows = gate_rows(hidden_size, gate, gates)
+        out[index][rows] = params[index][rows].T
+    return tuple(out)
+
+
+def _with_params(ns, transform):
+    """The solution's functions with their params transformed: a student's wrong slicing."""
+    return {
+        "forget_gate": lambda ltm, stm, event, p: ns["forget_gate"](ltm, stm, event, transform(p)),
+        "learn_gate": lambda stm, event, p: ns["learn_gate"](stm, event, transform(p)),
+        "use_gate": lambda new_ltm, stm, event, p: ns["use_gate"](
+            new_ltm, stm, event, transform(p)
+        ),
+        "lstm_cell": lambda event, state, p: ns["lstm_cell"](event, state, transform(p)),
+        "lstm_forward": lambda events, state, p: ns["lstm_forward"](events, state, transform(p)),
+        "gru_cell": lambda x, h, p: ns["gru_cell"](x, h, transform(p)),
+    }
+
+
+class _SwappedActivations:
+    """A stand-in for the torch module in which sigmoid and tanh are exchanged."""
+
+    sigmoid = staticmethod(torch.tanh)
+    tanh = staticmethod(torch.sigmoid)
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+def _with_swapped_activations(ns):
+    """The solution's functions, rebuilt so that every torch.sigmoid is a tanh and vice versa."""
+    scope = dict(ns)
+    scope["torch"] = _SwappedActivations()
+    for name in FUNCTIONS:
+        fn = ns[name]
+        scope[name] = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
+    return scope
+
+
+CHECKS = {
+    "forget_gate": check_forget_gate,
+    "learn_gate": check_learn_gate,
+    "use_gate": check_use_gate,
+    "lstm_cell": check_lstm_cell,
+    "lstm_forward": check_lstm_forward,
+}
+MISTAKES = {
+    "swapped f/i rows": (
+        lambda ns: _with_params(ns, lambda p: _swap(p, "i", "f")),
+        "rows are swapped",
+        {"use_gate"},
+    ),
+    "order i, f, o, g": (
+        lambda ns: _with_params(ns, lambda p: _swap(p, "g", "o")),
+        r"order i, f, o, g",
+        {"forget_gate"},
+    ),
+    "one bias": (lambda ns: _with_params(ns, _no_bias_hh), "only one bias is used", set()),
+    "transposed w_hh": (
+        lambda ns: _with_params(ns, lambda p: _transpose(p, 1)),
+        r"used transposed \(w_hh\)",
+        set(),
+    ),
+    "tanh and sigmoid swapped": (_with_swapped_activations, "tanh and sigmoid are swapped", set()),
+}
+
+
+@pytest.mark.parametrize("exercise", list(CHECKS))
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_lstm_mistakes_are_named(ns, mistake, exercise):
+    make, message, unaffected = MISTAKES[mistake]
+    wrong = make(ns)[exercise]
+    if exercise in unaffected:  # the mistake does not change this function's answer
+        CHECKS[exercise](wrong)
+        return
+    with pytest.raises(CheckFailure, match=message) as info:
+        CHECKS[exercise](wrong)
+    assert str(info.value).startswith(exercise) and "likely cause:" in str(info.value)
+
+
+def test_transposed_input_weight_is_named(ns):
+    wrong = _with_params(ns, lambda p: _transpose(p, 0))["lstm_cell"]
+    with pytest.raises(CheckFailure, match=r"used transposed \(w_ih\)"):
+        check_lstm_cell(wrong, sizes=((2, 3, 3),))  # square: a silent wrong answer
+
+    def raises(event, state, params):  # not square: (H, I) weights used untransposed
+        return event @ params[0]
+
+    with pytest.raises(CheckFailure, match="wrong way round"):
+        check_lstm_cell(raises, sizes=((3, 4, 5),))
+
+
+def test_returned_pair_order_is_named(ns):
+    def swapped(event, state, params):
+        stm, ltm = ns["lstm_cell"](event, state, params)
+        return ltm, stm
+
+    with pytest.raises(CheckFailure, match="wrong order"):
+        check_lstm_cell(swapped)
+
+
+def test_remember_gate_mistake_is_named():
+    with pytest.raises(CheckFailure, match="multiplied"):
+        check_remember_gate(lambda kept, learned: kept * learned)
+
+
+def test_use_gate_reading_old_ltm_is_named(ns):
+    def old_ltm(event, state, params):
+        stm, ltm = state
+        new_stm, new_ltm = ns["lstm_cell"](event, state, params)
+        return ns["use_gate"](ltm, stm, event, params), new_ltm
+
+    with pytest.raises(CheckFailure, match="read the old LTM"):
+        check_lstm_cell(old_ltm)
+
+
+def test_lstm_forward_ignoring_initial_state_is_named(ns):
+    def from_zeros(events, state, params):
+        return ns["lstm_forward"](events, tuple(torch.zeros_like(s) for s in state), params)
+
+    with pytest.raises(CheckFailure, match="initial state"):
+        check_lstm_forward(from_zeros)
+
+
+def _gru_reset_before_product(x, h, params):
+    r = torch.sigmoid(
+        functional.linear(x, *gru_gate_params(params, "r")[::2])
+        + functional.linear(h, *gru_gate_params(params, "r")[1::2])
+    )
+    z = torch.sigmoid(
+        functional.linear(x, *gru_gate_params(params, "z")[::2])
+        + functional.linear(h, *gru_gate_params(params, "z")[1::2])
+    )
+    w_in, w_hn, b_in, b_hn = gru_gate_params(params, "n")
+    n = torch.tanh(functional.linear(x, w_in, b_in) + functional.linear(r * h, w_hn, b_hn))
+    return (1 - z) * n + z * h
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("reset before product", "reset gate is applied before the product"),
+        ("r/z rows swapped", "rows are swapped: PyTorch stacks r, z, n"),
+        ("one bias", "only one bias is used"),
+        ("transposed", r"used transposed \(w_hh\)"),
+        ("z and 1 - z", "z and 1 - z are swapped"),
+    ],
+)
+def test_gru_mistakes_are_named(ns, mistake, message):
+    sol = ns["gru_cell"]
+    wrong = {
+        "reset before product": _gru_reset_before_product,
+        "r/z rows swapped": lambda x, h, p: sol(x, h, _swap(p, "r", "z", GRU_GATES)),
+        "one bias": lambda x, h, p: sol(x, h, _no_bias_hh(p)),
+        "transposed": lambda x, h, p: sol(x, h, _transpose(p, 1, GRU_GATES)),
+        # z -> 1 - z: the update gate's pre-activation negated.
+        "z and 1 - z": lambda x, h, p: sol(x, h, _negate_block(p, "z")),
+    }[mistake]
+    with pytest.raises(CheckFailure, match=message):
+        check_gru_cell(wrong)
+
+
+def _negate_block(params, gate):
+    hidden_size = params[1].shape[1]
+    rows = gate_rows(hidden_size, gate, GRU_GATES)
+    out = [p.clone() for p in params]
+    for tensor in out:
+        tensor[rows] = -tensor[rows]
+    return tuple(out)
+
+
+def test_peephole_mistakes_are_named(ns):
+    sol = ns["peephole_lstm_cell"]
+    with pytest.raises(CheckFailure, match="peepholes are ignored"):
+        check_peephole_lstm_cell(lambda e, s, p, peep: ns["lstm_cell"](e, s, p), gradcheck=False)
+    with pytest.raises(CheckFailure, match="w_ci and w_cf are swapped"):
+        check_peephole_lstm_cell(
+            lambda e, s, p, peep: sol(e, s, p, (peep[1], peep[0], peep[2])), gradcheck=False
+        )
+
+    def detached(event, state, params, peepholes):
+        new_stm, new_ltm = sol(event, state, params, peepholes)
+        return new_stm.detach(), new_ltm
+
+    with pytest.raises(CheckFailure, match="gradcheck"):
+        check_peephole_lstm_cell(detached)
+
+
+def test_param_count_mistakes_are_named(ns):
+    sol = ns["lstm_param_count"]
+
+    def one_bias(input_size, hidden_size, num_layers=1, bias=True):
+        return sol(input_size, hidden_size, num_layers, bias) - bias * 4 * hidden_size * num_layers
+
+    def same_input(input_size, hidden_size, num_layers=1, bias=True):
+        return num_layers * sol(input_size, hidden_size, 1, bias)
+
+    with pytest.raises(CheckFailure, match="one bias per gate"):
+        check_lstm_param_count(one_bias)
+    with pytest.raises(CheckFailure, match="every layer counted with input_size"):
+        check_lstm_param_count(same_input)
+    with pytest.raises(CheckFailure, match="Python int"):
+        check_lstm_param_count(lambda *args, **kwargs: torch.tensor(sol(*args, **kwargs)))
+
+
+# --------------------------------------------------------------------------- make check, end to end
+
+
+def _mutated_solution(tmp_path, replacements):
+    nb = nbformat.read(notebook_path("solutions", LESSON), as_version=4)
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        for target, old, new in replacements:
+            if grade_id == target:
+                assert old in cell.source, (target, old)
+                cell.source = cell.source.replace(old, new)
+    path = tmp_path / f"{LESSON}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def _check_lesson(path):
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/check_lesson.py",
+            f"--lesson={LESSON}",
+            f"--notebook={path}",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COURSE_FAST": "1"},
+    )
+
+
+@pytest.mark.slow
+def test_make_check_passes_on_a_correct_notebook(tmp_path):
+    """What a student sees: check_lesson.py (``make check``) on a notebook filled in correctly."""
+    result = _check_lesson(_mutated_solution(tmp_path, []))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "9 passed" in result.stdout
+
+
+@pytest.mark.slow
+def test_make_check_names_the_mistakes(tmp_path):
+    """``make check`` on a notebook with the f and i rows swapped in forget_gate / learn_gate and
+    one bias in use_gate: each failing exercise names its mistake."""
+    path = _mutated_solution(
+        tmp_path,
+        [
+            ("forget_gate", 'gate_params(params, "f")', 'gate_params(params, "i")'),
+            ("learn_gate", 'gate_params(params, "i")', 'gate_params(params, "f")'),
+            ("use_gate", " + stm @ w_hh.T + b_hh", " + stm @ w_hh.T"),
+        ],
+    )
+    result = _check_lesson(path)
+    assert result.returncode != 0
+    out = result.stdout
+    assert "5 failed, 4 passed" in out, out
+    for exercise, message in (
+        ("forget_gate", "rows are swapped"),
+        ("learn_gate", "rows are swapped"),
+        ("use_gate", "only one bias is used (bias_hh is missing)"),
+    ):
+        section = out.split(f"_ test_exercise[{exercise}] _", 1)[1].split("test_exercise[", 1)[0]
+        assert f"{exercise}: " in section and message in section, (exercise, out)
+
+
+# --------------------------------------------------------------------------- helpers/lstm.py
+
+
+def _lstm_params(input_size=3, hidden_size=2, seed=0):
+    return _params(_torch_cell(nn.LSTMCell, input_size, hidden_size, seed))
+
+
+def test_gate_params_slices_pytorch_rows():
+    params = _lstm_params(3, 2)
+    for k, gate in enumerate(LSTM_GATES):
+        w_ih, w_hh, b_ih, b_hh = gate_params(params, gate)
+        assert w_ih.shape == (2, 3) and w_hh.shape == (2, 2) and b_ih.shape == b_hh.shape == (2,)
+        assert torch.equal(w_ih, params[0][2 * k : 2 * k + 2])
+        assert torch.equal(b_hh, params[3][2 * k : 2 * k + 2])
+    gru = _params(_torch_cell(nn.GRUCell, 3, 2, 0))
+    assert torch.equal(gru_gate_params(gru, "n")[0], gru[0][4:6])
+    no_bias = (*params[:2], None, None)
+    assert gate_params(no_bias, "o")[2:] == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("params", "gate", "message"),
+    [
+        (lambda p: p, "x", "gate must be one of"),
+        (lambda p: p[:3], "f", "4-tuple"),
+        (lambda p: (p[0][:7], *p[1:]), "f", "4 \\* hidden_size rows"),
+        (lambda p: (p[0], p[1][:, :1], *p[2:]), "f", "weight_hh must be"),
+        (lambda p: (*p[:3], p[3][:5]), "f", "bias_hh must be"),
+        (lambda p: (*p[:3], None), "f", "both be tensors or both be None"),
+        (lambda p: ("w", *p[1:]), "f", "2-D torch.Tensor"),
+    ],
+)
+def test_gate_params_rejects_bad_input(params, gate, message):
+    with pytest.raises(ValueError, match=message):
+        gate_params(params(_lstm_params()), gate)
+
+
+def test_fix_gate_and_read_gates():
+    params = _lstm_params(3, 4, seed=1)
+    fixed = fix_gate(params, "f", SATURATED)
+    assert torch.equal(params[0], _lstm_params(3, 4, seed=1)[0]), "fix_gate changed its input"
+    x, h = torch.randn(5, 3, dtype=F64), torch.randn(5, 4, dtype=F64)
+    assert torch.equal(read_gates(_cell, x, h, fixed)["f"], torch.ones(5, 4, dtype=F64))
+    pre = functional.linear(x, params[0], params[2]) + functional.linear(h, params[1], params[3])
+    i, f, g, o = pre.chunk(4, dim=1)
+    gates = read_gates(_cell, x, h, params)
+    expected = {"i": i.sigmoid(), "f": f.sigmoid(), "g": g.tanh(), "o": o.sigmoid()}
+    for name in LSTM_GATES:
+        assert _max_diff(gates[name], expected[name]) < 1e-15
+    with pytest.raises(ValueError, match="stm must be"):
+        read_gates(_cell, x, h[:, :3], params)
+    with pytest.raises(ValueError, match="pair"):
+        read_gates(lambda e, s, p: e, x, h, params)
+
+
+def _cell(event, state, params):
+    return tuple(torch.lstm_cell(event, state, *params))
+
+
+def test_gate_activations_and_heatmap():
+    import matplotlib.pyplot as plt
+
+    params = _lstm_params(1, 3, seed=2)
+    events, targets = latch_task(2, 12, torch.Generator().manual_seed(3))
+    zeros = torch.zeros(2, 3, dtype=F64)
+    acts = gate_activations(_cell, events.to(F64), (zeros, zeros), params)
+    assert set(acts) == {"i", "f", "g", "o", "stm", "ltm"}
+    assert all(v.shape == (2, 12, 3) for v in acts.values())
+    stm, ltm = zeros, zeros
+    for t in range(12):
+        stm, ltm = _cell(events[:, t].to(F64), (stm, ltm), params)
+    assert torch.equal(acts["stm"][:, -1], stm) and torch.equal(acts["ltm"][:, -1], ltm)
+    fig = plot_gate_heatmaps(acts, events=events, targets=targets)
+    assert len(fig.axes) == 5  # events, three gates, colour bar
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no 'z'"):
+        plot_gate_heatmaps(acts, gates=("z",))
+    with pytest.raises(ValueError, match="events must be"):
+        gate_activations(_cell, events[0], (zeros, zeros), params)
+
+
+def test_latch_task_targets_hold_the_latest_pulse():
+    events, targets = latch_task(64, 30, torch.Generator().manual_seed(0), pulse_probability=0.2)
+    assert events.shape == targets.shape == (64, 30, 1)
+    assert set(events.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    for b in range(64):
+        latest = 0.0
+        for t in range(30):
+            latest = events[b, t, 0].item() or latest
+            assert targets[b, t, 0].item() == latest
+    again, _ = latch_task(64, 30, torch.Generator().manual_seed(0), pulse_probability=0.2)
+    assert torch.equal(events, again)
+    with pytest.raises(ValueError, match="pulse_probability"):
+        latch_task(1, 1, torch.Generator(), pulse_probability=1.5)
+
+
+def test_lstm_cell_diagram_is_drawn_by_its_script(tmp_path):
+    import shutil
+
+    images = ROOT / "images"
+    shutil.copy(images / "diagram.py", tmp_path)
+    shutil.copy(images / "draw_lstm_cell.py", tmp_path)
+    subprocess.run(
+        [sys.executable, "draw_lstm_cell.py"], cwd=tmp_path, check=True, capture_output=True
+    )
+    assert (tmp_path / "lstm_cell.png").read_bytes() == (images / "lstm_cell.png").read_bytes()
+
+
+def test_train_latch_model_is_adam():
+    """The written-out loop takes the same steps as torch.optim.Adam."""
+    from helpers.lstm import train_latch_model
+
+    lstm, readout, losses = train_latch_model(hidden_size=3, n_steps=4, seed=5, batch_size=8)
+    torch.manual_seed(5)
+    generator = torch.Generator().manual_seed(5)
+    ref_lstm, ref_readout = nn.LSTM(1, 3, batch_first=True), nn.Linear(3, 1)
+    params = [*ref_lstm.parameters(), *ref_readout.parameters()]
+    optimizer = torch.optim.Adam(params, lr=0.03)
+    ref_losses = []
+    for _ in range(4):
+        events, targets = latch_task(8, 50, generator)
+        loss = functional.mse_loss(ref_readout(ref_lstm(events)[0]), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        ref_losses.append(loss.item())
+    assert losses == pytest.approx(ref_losses, rel=1e-5)
+    mine = [*lstm.parameters(), *readout.parameters()]
+    assert max((a - b).abs().max().item() for a, b in zip(mine, params, strict=True)) < 1e-5
+    with pytest.raises(ValueError, match="n_steps"):
+        train_latch_model(n_steps=0)
