@@ -3,6 +3,8 @@
 #   make test     install (first time) and run the whole test suite (what CI runs)
 #   make check LESSON=01_intro_to_rnns   check your own notebook in lessons/
 # Instructors: make release | autograde | feedback | export | images   (see README.md)
+#   with nbgrader's exchange: make release-assignments | collect | autograde | feedback |
+#   release-feedback
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -21,7 +23,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 	clean-grading help
 
 help:
-	@sed -n '1,6p' Makefile
+	@sed -n '1,8p' Makefile
 
 install: $(STAMP)
 
@@ -52,13 +54,23 @@ release: $(STAMP)
 	$(RUN) $(BIN)/nbgrader generate_assignment '*' --no-db --force --log-level=WARN
 
 autograde: $(STAMP)
-	$(RUN) COURSE_FAST=1 $(BIN)/python -m helpers.grading autograde
+	$(RUN) COURSE_FAST=1 $(BIN)/python -m helpers.grading autograde $(ARGS)
 
 feedback: $(STAMP)
 	$(RUN) $(BIN)/python -m helpers.grading feedback
 
 export: $(STAMP)
 	$(RUN) $(BIN)/python -m helpers.grading export
+
+# nbgrader's exchange (JupyterHub): hand lessons out, collect submissions, hand feedback back.
+release-assignments: $(STAMP)
+	$(RUN) $(BIN)/python -m helpers.grading release-assignments $(ARGS)
+
+collect: $(STAMP)
+	$(RUN) $(BIN)/python -m helpers.grading collect $(ARGS)
+
+release-feedback: $(STAMP)
+	$(RUN) $(BIN)/python -m helpers.grading release-feedback $(ARGS)
 
 images: $(STAMP)
 	cd images && for script in draw_*.py; do ../$(BIN)/python $$script || exit 1; done

@@ -71,6 +71,7 @@ class Settings:
     max_notebook_mb: int = 50
     max_files_mb: int = 20  # other files copied with a submission, in total
     jobs: int = 1  # nbgrader processes grading at the same time
+    max_outputs: int = 200  # outputs a cell may produce before the rest is dropped
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,6 +84,22 @@ def lessons(root: Path) -> list[str]:
     return sorted(p.name for p in source.iterdir() if (p / f"{p.name}.ipynb").is_file())
 
 
+# jsonschema (imported by nbformat, so by every nbgrader command) builds a grammar for its
+# optional IRI format check when it is imported, which costs seconds of CPU per process; nbgrader
+# never validates IRIs, so the grader's processes skip that module (jsonschema then simply has
+# no "iri" format check).
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+NBGRADER = (
+    "import sys; sys.modules.setdefault('rfc3987_syntax', None); "
+    "from nbgrader.apps.nbgraderapp import main; sys.exit(main())"
+)
+
+
+def nbgrader_command(*args: str) -> list[str]:
+    """The command line that runs ``nbgrader ARGS`` with this interpreter."""
+    return [sys.executable, "-c", NBGRADER, *args]
+
+
 def nbgrader(
     root: Path, *args: str, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:
@@ -90,7 +107,7 @@ def nbgrader(
     env = dict(os.environ if env is None else env)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    cmd = [sys.executable, "-m", "nbgrader", *args]
+    cmd = nbgrader_command(*args)
     result = subprocess.run(cmd, cwd=root, env=env, text=True, capture_output=True)
     if check and result.returncode != 0:
         sys.stderr.write(result.stdout + result.stderr)
@@ -405,6 +422,9 @@ class Run:
             repo / "solutions",
             repo / ".git",
         ]
+        exchange = exchange_root(root)
+        if exchange is not None:  # other students' submissions, on a JupyterHub
+            hide.append(exchange)
         extra = os.environ.get("COURSE_SANDBOX_HIDE", "")
         hide += [Path(p) for p in extra.split(os.pathsep) if p]
         config = sandbox.SandboxConfig(
@@ -441,6 +461,7 @@ class Run:
             f"--HardenedExecute.kernel_name={sandbox.KERNEL_NAME}-{job}",
             f"--HardenedExecute.source_root={root / 'grading' / 'release'}",
             f"--HardenedExecute.limits={self.config.limits.describe()}",
+            f"--HardenedExecute.max_outputs={settings.max_outputs}",
         ]
         if settings.timeout:
             args.append(f"--HardenedExecute.timeout={settings.timeout}")
@@ -470,7 +491,7 @@ class Run:
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
         processes = []
         for job in jobs:
-            cmd = [sys.executable, "-m", "nbgrader", "autograde", lesson, "--force"]
+            cmd = nbgrader_command("autograde", lesson, "--force")
             cmd += ["--log-level=WARN", *self.args(root, settings, job)]
             processes.append(
                 subprocess.Popen(
@@ -502,9 +523,11 @@ def _cell_reason(cell) -> str | None:
     for out in errors:
         if out.get("output_type") == "error":
             value = ANSI.sub("", str(out.get("evalue", ""))).strip()
-            first = value.splitlines()[0] if value else ""
+            lines = value.splitlines()
+            first = lines[0] if lines else ""
             text = f"{out.get('ename')}: {first}" if first else str(out.get("ename"))
-            return _explain(text)
+            hint = next((x.strip() for x in lines if x.strip().startswith("likely cause:")), "")
+            return _explain(f"{text} ({hint})" if hint else text)
     for out in cell.get("outputs", []):
         if out.get("output_type") == "stream" and out.get("name") == "stderr":
             first = ANSI.sub("", out.get("text", "")).strip().splitlines()
@@ -526,8 +549,8 @@ def _explain(text: str) -> str:
     )
     for key, hint in hints:
         if key in text and hint not in text:
-            return f"{text[:300]} ({hint})"
-    return text[:300]
+            return f"{text[:400]} ({hint})"
+    return text[:400]
 
 
 def _pairs(release: dict) -> dict[str, str | None]:
@@ -566,8 +589,9 @@ def record(root: Path, lesson: str, staged: dict[str, Staged], log: str, run: Ru
             blanket = None
             if info.rejected:
                 status, blanket = "rejected", info.rejected
-                if autograded.parent.exists():
-                    shutil.rmtree(autograded.parent)
+                for stale in (autograded.parent, root / "grading" / "feedback" / student / lesson):
+                    if stale.exists():  # from an earlier run: must not be handed back
+                        shutil.rmtree(stale)
             elif student in failed or not autograded.is_file():
                 status = "grader-error"
                 blanket = "nbgrader could not grade this notebook (see grading/logs)"
@@ -622,12 +646,14 @@ def record(root: Path, lesson: str, staged: dict[str, Staged], log: str, run: Ru
                     comments.setdefault(first, []).insert(0, "grader notes: " + "; ".join(notes))
                 for comment in nb_sub.comments:
                     lines = comments.get(comment.name)
+                    previous = comment.auto_comment or ""
+                    if previous.startswith("Autograder:"):  # ours, from an earlier run
+                        previous = ""
                     if lines:
                         text = "Autograder: " + "\n".join(lines)
-                        previous = comment.auto_comment or ""
-                        if previous and not previous.startswith("Autograder:"):
-                            text = f"{previous}\n{text}"
-                        comment.auto_comment = text
+                        comment.auto_comment = f"{previous}\n{text}" if previous else text
+                    else:
+                        comment.auto_comment = previous or None
             gb.db.commit()
             total = sum(c["score"] for c in cells)
             results.append(
@@ -646,9 +672,14 @@ def record(root: Path, lesson: str, staged: dict[str, Staged], log: str, run: Ru
 
 
 def write_reasons(root: Path, lesson: str, results: list[dict]) -> None:
+    """Update ``grading/reasons/<lesson>.json`` with ``results``; rewrite ``reasons.csv``."""
     folder = root / "grading" / "reasons"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{lesson}.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    path = folder / f"{lesson}.json"
+    merged = {r["student"]: r for r in json.loads(path.read_text())} if path.exists() else {}
+    merged.update({r["student"]: r for r in results})
+    rows = [merged[s] for s in sorted(merged)]
+    path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     rows = []
     for path in sorted(folder.glob("*.json")):
         for r in json.loads(path.read_text()):
@@ -686,11 +717,20 @@ def print_summary(results: list[dict]) -> None:
 # Commands
 
 
-def autograde(root: Path, settings: Settings | None = None, only: list[str] | None = None) -> int:
+def autograde(
+    root: Path,
+    settings: Settings | None = None,
+    only: list[str] | None = None,
+    students: list[str] | None = None,
+) -> int:
+    """Grade every submission (or only those of ``only`` lessons / ``students``)."""
     settings = settings or Settings()
     found = submissions(root)
     if only:
         found = {k: v for k, v in found.items() if k in only}
+    if students:
+        found = {k: [s for s in v if s in students] for k, v in found.items()}
+        found = {k: v for k, v in found.items() if v}
     if not found:
         print(
             f"nothing to grade: put submissions in {root / 'grading/submitted'}/<student>/<lesson>/"
@@ -711,7 +751,7 @@ def autograde(root: Path, settings: Settings | None = None, only: list[str] | No
                 print(f"skipped {lesson}: not a lesson of this course ({', '.join(students)})")
                 continue
             for old in (root / STAGED).glob(f"job*/*/{lesson}"):
-                shutil.rmtree(old)  # students who no longer have a submission
+                shutil.rmtree(old)  # earlier runs, and students who no longer submit
             staged = {
                 s: stage(root, lesson, s, settings, i % run.jobs) for i, s in enumerate(students)
             }
@@ -745,18 +785,45 @@ def export(root: Path) -> int:
     return 0
 
 
-def release_assignments(root: Path) -> int:
-    """Put every lesson of ``lessons/`` into the exchange, where students fetch it."""
+def released(root: Path) -> list[str]:
+    """Lessons that have a release in ``lessons/`` (``make release`` writes it)."""
+    return [x for x in lessons(root) if (root / "lessons" / x / f"{x}.ipynb").is_file()]
+
+
+def course_setting(root: Path, section: str, name: str):
+    """A value set in the course's nbgrader_config.py (``Exchange``, ``root``), or None."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    return config.get(section, {}).get(name)
+
+
+def exchange_root(root: Path) -> Path | None:
+    """``Exchange.root`` from the course's nbgrader_config.py (None when it sets none)."""
+    value = course_setting(root, "Exchange", "root")
+    return Path(value) if value else None
+
+
+def release_assignments(root: Path, only: list[str] | None = None) -> int:
+    """Put every released lesson of ``lessons/`` into the exchange, where students fetch it."""
     register_lessons(root)
-    for lesson in lessons(root):
-        nbgrader(root, "release_assignment", lesson, "--force", "--log-level=WARN")
-        print(f"released {lesson} to the exchange")
+    for lesson in released(root):
+        if not only or lesson in only:
+            nbgrader(root, "release_assignment", lesson, "--force", "--log-level=WARN")
+            print(f"released {lesson} to the exchange")
     return 0
 
 
-def collect(root: Path) -> int:
+def collect(root: Path, only: list[str] | None = None) -> int:
     """Copy the latest submission of every student from the exchange to grading/submitted/."""
-    for lesson in lessons(root):
+    exchange = exchange_root(root)
+    course = course_setting(root, "CourseDirectory", "course_id")
+    inbound = exchange / course / "inbound" if exchange and course else None
+    for lesson in released(root):
+        if only and lesson not in only:
+            continue
+        if inbound is not None and inbound.is_dir() and not any(inbound.glob(f"*+{lesson}+*")):
+            continue  # nobody submitted it
         nbgrader(root, "collect", lesson, "--update", "--log-level=WARN")
     found = submissions(root)
     for lesson, students in sorted(found.items()):
@@ -764,9 +831,11 @@ def collect(root: Path) -> int:
     return 0
 
 
-def release_feedback(root: Path) -> int:
+def release_feedback(root: Path, only: list[str] | None = None) -> int:
     """Put the feedback of every graded submission into the exchange for students to fetch."""
     for lesson in lessons(root):
+        if only and lesson not in only:
+            continue
         if any((root / "grading" / "feedback").glob(f"*/{lesson}")):
             nbgrader(root, "release_feedback", lesson, "--log-level=WARN")
             print(f"released feedback for {lesson}")
@@ -797,7 +866,10 @@ def main(argv: list[str] | None = None) -> int:
     limits = sandbox.Limits()
     env = os.environ.get
     group = parser.add_argument_group("autograde")
-    group.add_argument("--lesson", action="append", help="grade only this lesson (repeatable)")
+    parser.add_argument(
+        "--lesson", action="append", help="only this lesson (repeatable; not for feedback/export)"
+    )
+    group.add_argument("--student", action="append", help="grade only this student (repeatable)")
     group.add_argument(
         "--timeout",
         type=int,
@@ -831,6 +903,12 @@ def main(argv: list[str] | None = None) -> int:
         help="larger submitted notebooks are rejected (default 50)",
     )
     group.add_argument(
+        "--max-outputs",
+        type=int,
+        default=int(env("COURSE_GRADING_MAX_OUTPUTS", "200")),
+        help="outputs (prints, plots) a cell may produce before the rest is dropped",
+    )
+    group.add_argument(
         "--jobs",
         type=int,
         default=int(env("COURSE_GRADING_JOBS", "1")),
@@ -840,6 +918,8 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root.resolve()
     if not (root / "nbgrader_config.py").is_file():
         parser.error(f"{root} has no nbgrader_config.py: run from the course root")
+    if args.command in ("release-assignments", "collect", "release-feedback"):
+        return commands[args.command](root, args.lesson)
     if args.command != "autograde":
         return commands[args.command](root)
     settings = Settings(
@@ -854,8 +934,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         max_notebook_mb=args.max_notebook_mb,
         jobs=args.jobs,
+        max_outputs=args.max_outputs,
     )
-    return autograde(root, settings, args.lesson)
+    return autograde(root, settings, args.lesson, args.student)
 
 
 if __name__ == "__main__":

@@ -251,9 +251,9 @@ class HardenedExecute(Execute):
             cell.outputs.append(error_output("DeadKernelError", reason))
             self._stopped = f"not run: {reason} in an earlier cell"
             return cell, resources
-        except CellTimeoutError:
-            # the kernel did not even report idle after the interrupt
-            self._timed_out(cell)
+        except CellTimeoutError as exc:
+            # no idle status after the reply (or after the interrupt): the kernel is stuck
+            self._timed_out(cell, iopub="IOPub" in str(exc))
             return cell, resources
         timed_out = any(o.get("ename") == "CellTimeoutError" for o in cell.outputs)
         if timed_out and not self._responsive():
@@ -265,12 +265,14 @@ class HardenedExecute(Execute):
                 self.log.warning("dropped a value displayed by test cell %s", index)
         return cell, resources
 
-    def _timed_out(self, cell) -> None:
+    def _timed_out(self, cell, iopub: bool = False) -> None:
         self._stop_kernel()
         reason = (
             f"the cell ran past the {self.timeout} s time limit and did not stop when "
             "interrupted, so the grader stopped the kernel"
         )
+        if iopub:
+            reason = "the kernel stopped answering after this cell, so the grader stopped it"
         if not any(o.get("ename") == "CellTimeoutError" for o in cell.outputs):
             cell.outputs.append(error_output("CellTimeoutError", reason))
         else:

@@ -153,18 +153,21 @@ def choose_mode(requested: str = "auto") -> tuple[str, int | None, list[str]]:
                 )
             else:
                 uid = NOBODY
-    if requested in ("rlimits", "off"):
-        if requested == "off":
-            warnings.append("SANDBOX OFF: student code runs with the grader's full permissions")
+    exposed = (
+        "student code can read and write everything the grader can (gradebook, solutions, "
+        "other submissions)"
+    )
+    if requested == "off":
+        warnings.append(f"SANDBOX OFF and no resource limits: {exposed}")
+        return requested, uid, warnings
+    if requested == "rlimits":
+        warnings.append(f"NO FILE ISOLATION (resource limits only, as requested): {exposed}")
         return requested, uid, warnings
     if bwrap_ok:
         return "bwrap", uid, warnings
     if requested == "bwrap":
         raise SystemExit(f"sandbox required but unavailable: {why}")
-    warnings.append(
-        f"NO FILE ISOLATION: {why}. Falling back to resource limits only: student code can read "
-        "and write everything the grader can (gradebook, solutions, other submissions)."
-    )
+    warnings.append(f"NO FILE ISOLATION: {why}. Falling back to resource limits only: {exposed}.")
     return "rlimits", uid, warnings
 
 
@@ -375,6 +378,8 @@ def launch(argv: list[str]) -> None:
     text = os.environ.get(ENV_VAR)
     if not text:  # not grading: an ordinary kernel
         os.execv(sys.executable, inner + argv)
+    # Plain tracebacks: IPython's default rendering of a deep recursion can take minutes.
+    inner.append("--InteractiveShell.xmode=Plain")
     config = SandboxConfig.from_env(text)
     args = list(argv)
     connection = args[args.index("-f") + 1]

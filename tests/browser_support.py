@@ -48,16 +48,18 @@ LAUNCH_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
+MISSING_BROWSER = f"Chromium not found at {CHROMIUM}"
 HOW_TO_ENABLE = (
-    f"Chromium not found at {CHROMIUM}: the JupyterLab browser tests were SKIPPED. "
-    "Enable them with `sudo apt-get install -y chromium` (Debian/Ubuntu; .ci/run does this), "
-    "or point COURSE_CHROMIUM at a Chromium binary."
+    "install it with `sudo apt-get install -y chromium` (Debian/Ubuntu; .ci/run does this), "
+    "or point COURSE_CHROMIUM at a Chromium binary"
 )
 
 #: Seconds: Lab's start, opening a notebook, one cell, a whole notebook (2 loaded cores).
 LAB_START_TIMEOUT = 90
 OPEN_TIMEOUT = 90
 RUN_TIMEOUT = 240
+#: Seconds for all the browser work together: a safety net, far above the few minutes it takes.
+ALL_JOBS_TIMEOUT = 1500
 #: Milliseconds between checks of a page condition (Playwright's default, every animation
 #: frame, keeps Chromium rendering and costs a core on a 2-core machine).
 POLL_MS = 250
@@ -125,8 +127,15 @@ class LabServer:
             JUPYTERLAB_SETTINGS_DIR=str(settings),
             JUPYTERLAB_WORKSPACES_DIR=str(self.state / "workspaces"),
             JUPYTER_RUNTIME_DIR=str(self.state / "runtime"),
+            # Nobody's ~/.jupyter or IPython start-up files: only the .venv's own configuration.
+            JUPYTER_CONFIG_DIR=str(self.state / "config"),
+            IPYTHONDIR=str(self.state / "ipython"),
             PYTHONUNBUFFERED="1",
         )
+        # Two notebooks run at once on two cores (see run_jobs): one torch thread per kernel.
+        # Two threads each, plus the browser, oversubscribe the cores and OpenMP's busy-waiting
+        # then costs 2-3x the CPU time (measured: lesson 04's solution 40 s -> 16 s).
+        env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
     def start(self) -> LabServer:
@@ -271,12 +280,37 @@ class NotebookRun:
         return f"{self.path} cell {index}" + (f" ({grade_id})" if grade_id else "")
 
 
+#: Runs in the page: ``promise``, or an error once ``ms`` have passed (a dialog left open would
+#: otherwise keep a command waiting for ever).
+WITHIN_JS = """
+(promise, what, ms) => {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+"""
+
+
+def _command(page, command: str, args: dict | None = None, seconds: float = OPEN_TIMEOUT) -> None:
+    """Run one of Lab's commands in the page and wait for it to finish.
+
+    Its result is not sent back: ``docmanager:open`` returns the notebook's widget, a huge object
+    that Playwright would try to serialize.
+    """
+    page.evaluate(
+        f"""async ([command, args, ms]) => {{
+          const within = {WITHIN_JS};
+          await within(window.jupyterapp.commands.execute(command, args), command, ms);
+        }}""",
+        [command, args or {}, seconds * 1000],
+    )
+
+
 def _wait_open(page, lab: LabServer, path: str, n_cells: int) -> None:
     """Open ``path`` in the page and wait for every cell and an idle kernel."""
-    page.evaluate(
-        "async path => { await window.jupyterapp.commands.execute('docmanager:open', {path}); }",
-        path,
-    )
+    _command(page, "docmanager:open", {"path": path})
     try:
         page.wait_for_function(
             """n => {
@@ -306,21 +340,21 @@ def _probe_kernel(page) -> dict:
     code = (
         "import json as _j, os as _o, sys as _s, matplotlib as _m\n"
         "print(_j.dumps({'COURSE_FAST': _o.environ.get('COURSE_FAST'), "
-        "'executable': _s.executable, 'backend': _m.get_backend()}))"
+        "'prefix': _s.prefix, 'backend': _m.get_backend()}))"
     )
     text = page.evaluate(
-        """async code => {
+        f"""async ([code, ms]) => {{
           const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
           let out = '';
-          const future = kernel.requestExecute({code, silent: false, store_history: false});
-          future.onIOPub = msg => {
+          const future = kernel.requestExecute({{code, silent: false, store_history: false}});
+          future.onIOPub = msg => {{
             if (msg.header.msg_type === 'stream') out += msg.content.text;
             if (msg.header.msg_type === 'error') out += msg.content.ename + msg.content.evalue;
-          };
-          await future.done;
+          }};
+          await ({WITHIN_JS})(future.done, 'the kernel probe', ms);
           return out;
-        }""",
-        code,
+        }}""",
+        [code, OPEN_TIMEOUT * 1000],
     )
     try:
         return json.loads(text.strip().splitlines()[-1])
@@ -397,20 +431,35 @@ def _screenshot(page, name: str, full: bool) -> Path:
         .querySelector('.jp-WindowedPanel-outer');
       if (!scroller) return [0, 0];
       scroller.scrollTop = 0;
-      return [scroller.scrollHeight, scroller.clientHeight];
+      // The last cell's bottom, not scrollHeight: Lab pads the end by a window's height.
+      const cells = scroller.querySelectorAll('.jp-Cell');
+      const last = cells[cells.length - 1];
+      const bottom = last ? last.getBoundingClientRect().bottom
+        - scroller.getBoundingClientRect().top : 0;
+      return [Math.ceil(bottom), scroller.clientHeight];
     }"""
-    # Off-screen cells have an estimated height until shown: grow until the notebook fits.
+    # Off-screen cells have an estimated height until shown: resize until the notebook fits.
     for _ in range(4 if full else 0):
         content, visible = page.evaluate(measure)
-        if content <= visible + 5:
-            break
         current = page.viewport_size["height"]
-        wanted = min(current + content - visible + 40, SCREENSHOT_MAX_HEIGHT)
-        if wanted <= current:
+        wanted = max(size["height"], min(current + content - visible + 20, SCREENSHOT_MAX_HEIGHT))
+        if abs(wanted - current) < 40:
             break
         page.set_viewport_size({"width": size["width"], "height": wanted})
         page.wait_for_timeout(400)
     page.evaluate(measure)
+    if not full:
+        # One screen: show the training progress bar if there is one, else the first plot.
+        page.evaluate(
+            """() => {
+              const cells = Array.from(
+                window.jupyterapp.shell.currentWidget.node.querySelectorAll('.jp-Cell'));
+              const pick = cells.find(c => c.querySelector('.widget-hprogress'))
+                || cells.find(c => c.querySelector('.jp-OutputArea img'));
+              if (pick) pick.scrollIntoView({block: 'start'});
+            }"""
+        )
+        page.wait_for_timeout(300)
     page.screenshot(path=str(target))
     page.set_viewport_size(size)
     return target
@@ -441,9 +490,7 @@ def run_notebook(page, lab: LabServer, path: str, how: str, screenshot: str, jud
             _run_all_from_menu(page, path)
         else:
             raise ValueError(f"how must be 'each_cell' or 'run_all', got {how!r}")
-        page.evaluate(
-            "async () => { await window.jupyterapp.commands.execute('docmanager:save'); }"
-        )
+        _command(page, "docmanager:save")
         _wait_images(page)
         cells = page.evaluate(CELL_STATE_JS)
     except Exception:
@@ -457,6 +504,18 @@ def run_notebook(page, lab: LabServer, path: str, how: str, screenshot: str, jud
     full = bool(run.problems) or os.environ.get("COURSE_BROWSER_FULL_SCREENSHOTS") == "1"
     run.screenshot = _screenshot(page, screenshot, full)
     return run
+
+
+#: CSS animations and transitions off: nothing here depends on them, and on a 2-core machine
+#: software-rendering them costs CPU the kernels need.
+NO_ANIMATIONS_JS = """
+document.addEventListener('DOMContentLoaded', () => {
+  const style = document.createElement('style');
+  style.textContent = '*, *::before, *::after { animation: none !important;'
+    + ' transition: none !important; }';
+  document.head.appendChild(style);
+});
+"""
 
 
 # --- jobs, run by a few browser pages at once ------------------------------------------------
@@ -486,7 +545,12 @@ def open_lab(page, lab: LabServer) -> None:
     page.wait_for_function(
         "() => !!window.jupyterapp", timeout=OPEN_TIMEOUT * 1000, polling=POLL_MS
     )
-    page.evaluate("async () => { await window.jupyterapp.restored; }")
+    page.evaluate(
+        f"""async ms => {{
+          await ({WITHIN_JS})(window.jupyterapp.restored, 'JupyterLab', ms);
+        }}""",
+        OPEN_TIMEOUT * 1000,
+    )
 
 
 def _close_documents(page, lab: LabServer) -> None:
@@ -552,7 +616,9 @@ def _worker(lab: LabServer, jobs: queue.Queue, results: dict, timings: dict) -> 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
-            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.add_init_script(NO_ANIMATIONS_JS)
+            page = context.new_page()
             lab.wait_ready()
             open_lab(page, lab)
             while True:
@@ -593,12 +659,16 @@ def run_jobs(lab: LabServer, jobs: list[Job], workers: int = 2) -> tuple[dict, d
     threads = [threading.Thread(target=guarded, daemon=True) for _ in range(max(1, workers))]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + ALL_JOBS_TIMEOUT
     for thread in threads:
-        thread.join()
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
     for job in jobs:
         if job.name not in results:
             cause = errors[0] if errors else None
-            results[job.name] = RuntimeError(f"{job.name}: not run, the browser failed: {cause!r}")
+            why = f"the browser failed: {cause!r}" if cause else f"over {ALL_JOBS_TIMEOUT} s in all"
+            results.setdefault(
+                job.name, RuntimeError(f"{job.name}: not run or not finished, {why}")
+            )
     return results, timings
 
 
@@ -606,29 +676,38 @@ def run_jobs(lab: LabServer, jobs: list[Job], workers: int = 2) -> tuple[dict, d
 
 
 def _source(cell: dict) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else source
+    return _text(cell.get("source", ""))
 
 
 def _nbgrader(cell: dict) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
+def _text(value) -> str:
+    return "".join(value) if isinstance(value, list) else (value or "")
+
+
 def _defined_names(source: str) -> set[str]:
-    """Names a cell binds at top level (def, class, import, assignment targets)."""
+    """Names a cell binds at top level: def, class, import, assignment and loop targets."""
     try:
         tree = ast.parse(source)
-    except SyntaxError:
+    except SyntaxError:  # IPython magics: no names
         return set()
     names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+    scopes += (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, scopes):
+            names.add(getattr(node, "name", ""))
+            continue  # names inside a function or class body are not the notebook's
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names.add(node.id)
         elif isinstance(node, ast.alias):
             names.add((node.asname or node.name).split(".")[0])
-    return names
+        todo.extend(ast.iter_child_nodes(node))
+    return names - {""}
 
 
 def _errors(cell: dict) -> list[dict]:
@@ -679,12 +758,8 @@ def _probe_problems(run: NotebookRun) -> list[str]:
     problems = []
     if probe.get("COURSE_FAST") != "1":
         problems.append(f"{run.path}: the kernel does not see COURSE_FAST=1 ({probe})")
-    venv = Path(sys.executable).parent.parent
-    executable = probe.get("executable") or ""
-    if not Path(executable).resolve().is_relative_to(venv.resolve()) and not executable.startswith(
-        str(venv)
-    ):
-        problems.append(f"{run.path}: the kernel is not the course's .venv python: {probe}")
+    if probe.get("prefix") != sys.prefix:  # the tests run from the course's .venv
+        problems.append(f"{run.path}: the kernel is not the course's .venv ({sys.prefix}): {probe}")
     if "inline" not in str(probe.get("backend", "")):
         problems.append(f"{run.path}: matplotlib backend is {probe.get('backend')!r}, not inline")
     return problems
@@ -721,14 +796,15 @@ def student_problems(run: NotebookRun, solution: dict) -> list[str]:
         if cell["cell_type"] != "code":
             continue
         if cell.get("execution_count") is None:
-            problems.append(f"{where}: the cell did not run")
+            if _source(cell).strip():  # Lab does not run an empty cell
+                problems.append(f"{where}: the cell did not run")
             continue
         errors = _errors(cell)
         if not errors:
             ran_ok.add(index)
         for error in errors:
-            text = f"{error.get('ename')}: {error.get('evalue')}"
-            name = re.match(r"name '(\w+)' is not defined", error.get("evalue", ""))
+            text = f"{error.get('ename')}: {_text(error.get('evalue'))}"
+            name = re.match(r"name '(\w+)' is not defined", _text(error.get("evalue")))
             if NOT_IMPLEMENTED.search(text) or (
                 error.get("ename") == "NameError" and name and name.group(1) in missing
             ):
@@ -747,11 +823,13 @@ def solution_problems(run: NotebookRun) -> list[str]:
             continue
         where = run.where(index)
         if cell.get("execution_count") is None:
-            problems.append(f"{where}: did not run (Run All stops at the first error)")
+            if _source(cell).strip():  # Lab does not run an empty cell
+                problems.append(f"{where}: did not run (Run All stops at the first error)")
             continue
         errors = _errors(cell)
         for error in errors:
-            problems.append(f"{where}: error {error.get('ename')}: {error.get('evalue')[:300]}")
+            text = f"{error.get('ename')}: {_text(error.get('evalue'))}"
+            problems.append(f"{where}: error {text[:300]}")
         if not errors:
             ran_ok.add(index)
     problems += _common_problems(run, ran_ok)
@@ -775,7 +853,8 @@ def _progress_shown(run: NotebookRun) -> bool:
         return True
     for cell in run.notebook["cells"]:
         for output in cell.get("outputs", []):
-            if output.get("output_type") == "stream" and TQDM_TEXT.search(output.get("text", "")):
+            text = _text(output.get("text"))
+            if output.get("output_type") == "stream" and TQDM_TEXT.search(text):
                 return True
     return False
 
@@ -792,7 +871,7 @@ BROKEN_IMAGE = "images/unrolled_rnn.png"
 def doctored_notebook(lesson_notebook: dict) -> tuple[dict, int, int]:
     """A lesson's notebook, up to its first check cell, with two deliberate mistakes.
 
-    * a markdown cell (inserted as cell 1) shows ``images/unrolled_rnn.png``, a path that only
+    * a markdown cell (inserted as cell 0) shows ``images/unrolled_rnn.png``, a path that only
       resolves from the repository root, never from the lesson's folder where Lab resolves it;
     * the first exercise cell is locked (``editable: false``, what nbgrader's release does to
       test cells), so a student could not type the answer.
@@ -810,5 +889,5 @@ def doctored_notebook(lesson_notebook: dict) -> tuple[dict, int, int]:
         "metadata": {},
         "source": f"![the unrolled RNN]({BROKEN_IMAGE})",
     }
-    cells.insert(1, image)
-    return notebook, 1, exercise + 1
+    cells.insert(0, image)
+    return notebook, 0, exercise + 1

@@ -42,8 +42,10 @@ def _last_exercise(nb) -> tuple[int, str, str]:
 
 
 def _grading(course: Path, command: str) -> str:
+    # two notebooks at a time: the sandboxed grader's --jobs (helpers/grading.py)
+    extra = ["--jobs=2"] if command == "autograde" else []
     result = subprocess.run(
-        [sys.executable, "-m", "helpers.grading", command, "--root", str(course)],
+        [sys.executable, "-m", "helpers.grading", command, "--root", str(course), *extra],
         env=nbgrader_env(),
         capture_output=True,
         text=True,

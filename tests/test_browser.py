@@ -17,7 +17,12 @@ that cell's execution has finished, error or not. The solution notebook uses the
 "Run All Cells", where any error stops the run and is reported.
 
 All the browser work runs once, in the module fixture ``runs``, two pages at a time (two cores:
-one kernel computes while the other page loads); each test then judges its own part.
+one kernel computes while the other page loads); each test then reports its own part.
+
+Run only these: ``make test ARGS=tests/test_browser.py`` (``ARGS="tests/test_browser.py -k 01_"``
+for one lesson). Settings: COURSE_CHROMIUM (browser binary), COURSE_REQUIRE_BROWSER=1,
+COURSE_BROWSER_WORKERS (pages at once, default 2), COURSE_BROWSER_FULL_SCREENSHOTS=1 (whole
+notebooks even when nothing is wrong).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from browser_support import (
     ARTIFACTS,
     BROKEN_IMAGE,
     HOW_TO_ENABLE,
+    MISSING_BROWSER,
     Job,
     LabServer,
     NotebookRun,
@@ -48,11 +54,15 @@ from conftest import lesson_ids
 REQUIRED = os.environ.get("COURSE_REQUIRE_BROWSER", "").strip().lower() in {"1", "true", "yes"}
 WORKERS = int(os.environ.get("COURSE_BROWSER_WORKERS", "2"))
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not chromium_available() and not REQUIRED, reason=HOW_TO_ENABLE),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+if not chromium_available() and not REQUIRED:
+    # One line in the summary (-ra): "SKIPPED [1] tests/test_browser.py: Chromium not found ..."
+    pytest.skip(
+        f"{MISSING_BROWSER}: the JupyterLab browser tests were SKIPPED; to run them, "
+        f"{HOW_TO_ENABLE}",
+        allow_module_level=True,
+    )
 
 LESSONS = lesson_ids()
 DOCTORED = f"doctored/{LESSONS[0]}_mistakes.ipynb" if LESSONS else "doctored/none.ipynb"
@@ -110,7 +120,7 @@ def course(tmp_path_factory):
 def runs(request, course, tmp_path_factory):
     """Start Lab on the course copy and do every selected test's browser work; then stop Lab."""
     if not chromium_available():
-        pytest.fail(f"COURSE_REQUIRE_BROWSER is set, but {HOW_TO_ENABLE}")
+        pytest.fail(f"COURSE_REQUIRE_BROWSER is set, but {MISSING_BROWSER}: {HOW_TO_ENABLE}")
     module_items = [i for i in request.session.items if i.module is request.module]
     lab = LabServer(course, tmp_path_factory.mktemp("lab-state")).start()
     started = time.perf_counter()

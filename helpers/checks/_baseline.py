@@ -45,12 +45,10 @@ def _namespaces() -> list[tuple[str, dict]]:
     return spaces
 
 
-def _record() -> dict[tuple[str, str], object]:
-    return {(space, key): value for space, ns in _namespaces() for key, value in ns.items()}
-
-
+_SPACES = _namespaces()  # live views (module and class dicts), listed once
 # The original objects themselves (kept alive here, so that they can be compared by identity).
-_BASELINE = _record()
+_BASELINE = {space: dict(ns) for space, ns in _SPACES}
+_MISSING = object()
 _LIBRARIES = ("torch", "numpy", "builtins")
 
 
@@ -99,12 +97,13 @@ _CHANGING = {
 def tampering() -> list[str]:
     """Attributes of torch, NumPy, builtins or helpers that no longer hold their original value."""
     found = []
-    for space, ns in _namespaces():
+    for space, ns in _SPACES:
+        base = _BASELINE[space]
         for key, value in list(ns.items()):
-            if (space, key) in _CHANGING:
+            original = base.get(key, _MISSING)
+            if original is value or (space, key) in _CHANGING:
                 continue
-            original = _BASELINE.get((space, key), value)
-            changed = original is not value and callable(original)
+            changed = original is not _MISSING and callable(original)
             if (changed and not _same_function(value, original)) or _from_notebook(value):
                 found.append(f"{space}.{key}")
     for name, module in list(sys.modules.items()):

@@ -43,7 +43,8 @@ class Case:
     files: dict[str, object]  # relative path -> NotebookNode | bytes | Link
     lost: dict[str, str] = field(default_factory=dict)  # test grade_id -> text in its reason
     rejected: str | None = None  # text in the rejection reason; the whole submission scores 0
-    note: str | None = None  # text in the submission's notes
+    notes: tuple[str, ...] = ()  # texts in the submission's notes
+    repeat: bool = False  # graded a second time to show the scores do not change
     outputs: dict[str, str] = field(default_factory=dict)  # grade_id -> text in its outputs
     absent: dict[str, str] = field(default_factory=dict)  # grade_id -> text NOT in its outputs
     needs_sandbox: bool = False  # writes or reads where only the sandbox stops it
@@ -308,7 +309,7 @@ def lesson01_cases() -> list[Case]:
         "infinite_loop",
         "execution",
         "an infinite loop (interruptible) before the gradient answers",
-        edit(ok, "gradient_answers", before="while True:\n    pass"),
+        edit(ok, "gradient_answers", before="import time\nwhile True:\n    time.sleep(0.5)"),
         lost={"gradient_answers_check": "CellTimeoutError"},
     )
     add(
@@ -318,8 +319,8 @@ def lesson01_cases() -> list[Case]:
         edit(
             ok,
             "hidden_state_shape",
-            before="import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n"
-            "    pass",
+            before="import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "while True:\n    time.sleep(0.5)",
         ),
         lost={
             "hidden_state_shape_check": "time limit",
@@ -350,7 +351,11 @@ def lesson01_cases() -> list[Case]:
         "print_loop",
         "execution",
         "an endless print loop before the quiz answer",
-        edit(ok, "gru_quiz", before="while True:\n    print('spam ' * 200)"),
+        edit(
+            ok,
+            "gru_quiz",
+            before="import time\nwhile True:\n    print('spam ' * 200)\n    time.sleep(0.001)",
+        ),
         lost={"gru_quiz_check": "CellTimeoutError"},
         outputs={"gru_quiz": "truncated"},
     )
@@ -383,36 +388,35 @@ def lesson01_cases() -> list[Case]:
     )
 
     # tampering
-    edited = edit(ok, "rnn_cell_check", source="print('all good')")
-    add("edited_test", "tampering", "a test cell replaced", edited, note="restored")
-    deleted = copy.deepcopy(ok)
-    deleted.cells = [c for c in deleted.cells if _gid(c) != "rnn_forward_check"]
-    add("deleted_test", "tampering", "a test cell deleted", deleted, note="put back")
-    duplicated = copy.deepcopy(ok)
-    index = next(i for i, c in enumerate(duplicated.cells) if _gid(c) == "gru_quiz_check")
-    duplicated.cells.insert(index, copy.deepcopy(duplicated.cells[index]))
-    duplicated.cells[index].id = "duplicate"
-    add("duplicated_test", "tampering", "a test cell duplicated", duplicated, note="second copy")
-    retyped = copy.deepcopy(ok)
-    target = cell(retyped, "hidden_state_shape_check")
+    # a test cell edited, another deleted, a third duplicated: all put back as released
+    tests = edit(ok, "rnn_cell_check", source="print('all good')")
+    tests.cells = [c for c in tests.cells if _gid(c) != "rnn_forward_check"]
+    index = next(i for i, c in enumerate(tests.cells) if _gid(c) == "gru_quiz_check")
+    tests.cells.insert(index, copy.deepcopy(tests.cells[index]))
+    tests.cells[index].id = "duplicate"
+    add(
+        "tests_tampered",
+        "tampering",
+        "a test cell edited, one deleted, one duplicated",
+        tests,
+        notes=("edited read-only cell restored", "deleted test cell put back", "second copy"),
+    )
+    # grading metadata changed every way: cell type, grade_id, points, test made an exercise
+    meta = copy.deepcopy(ok)
+    target = cell(meta, "hidden_state_shape_check")
     target.cell_type = "markdown"
     del target["outputs"], target["execution_count"]
-    add("retyped_test", "tampering", "a test cell turned into markdown", retyped, note="type")
-    renamed = copy.deepcopy(ok)
-    cell(renamed, "rnn_cell_check").metadata["nbgrader"]["grade_id"] = "free_points"
-    add("changed_grade_id", "tampering", "a test cell's grade_id changed", renamed, note="unknown")
-    inflated = copy.deepcopy(ok)
-    cell(inflated, "gradient_answers_check").metadata["nbgrader"]["points"] = 100
-    add("changed_points", "tampering", "a test cell worth 100 points", inflated, note="points")
-    unlocked = copy.deepcopy(ok)
-    meta = cell(unlocked, "gru_quiz_check").metadata["nbgrader"]
-    meta.update(grade=False, solution=True, locked=False)
+    cell(meta, "rnn_cell_check").metadata["nbgrader"]["grade_id"] = "free_points"
+    cell(meta, "gradient_answers_check").metadata["nbgrader"]["points"] = 100
+    cell(meta, "gru_quiz_check").metadata["nbgrader"].update(
+        grade=False, solution=True, locked=False
+    )
     add(
-        "test_made_exercise",
+        "metadata_tampered",
         "tampering",
-        "a test cell re-flagged as an exercise",
-        unlocked,
-        note="metadata",
+        "a test cell retyped, one with a new grade_id, one worth 100 points, one made an exercise",
+        meta,
+        notes=("cell type", "unknown id", "points", "grade, locked, solution"),
     )
     add(
         "showtraceback",
@@ -514,19 +518,16 @@ def lesson01_cases() -> list[Case]:
         lost=forward_too,
     )
     add(
-        "huge_last_line",
+        "last_line_values",
         "tampering",
-        "test cell edited to end with 1e9 (partial credit), wrong quiz answer",
-        edit(edit(ok, "gru_quiz_check", after="1e9"), "gru_quiz", source="gru_quiz_answer = (3,)"),
+        "test cells edited to end with 1e9 and -100 (partial credit), a wrong quiz answer",
+        edit(
+            edit(edit(ok, "gru_quiz_check", after="1e9"), "gradient_answers_check", after="-100"),
+            "gru_quiz",
+            source="gru_quiz_answer = (3,)",
+        ),
         lost={"gru_quiz_check": "CheckFailure"},
-        note="restored",
-    )
-    add(
-        "negative_last_line",
-        "tampering",
-        "test cell edited to end with -100",
-        edit(ok, "gradient_answers_check", after="-100"),
-        note="restored",
+        notes=("gru_quiz_check: edited", "gradient_answers_check: edited"),
     )
     add(
         "grading_branch",
@@ -608,12 +609,12 @@ def lesson01_cases() -> list[Case]:
     add(
         "plot_flood",
         "resources",
-        "draws 400 figures after answering the quiz",
+        "draws 120 figures after answering the quiz (the corpus allows 50 outputs)",
         edit(
             ok,
             "gru_quiz",
-            after="for _i in range(400):\n"
-            "    plt.figure(figsize=(1, 1), dpi=20)\n"
+            after="for _i in range(120):\n"
+            "    plt.figure(figsize=(0.5, 0.5), dpi=10)\n"
             "    plt.plot([0, 1])\n"
             "    plt.show()",
         ),
@@ -660,14 +661,14 @@ def lesson01_cases() -> list[Case]:
         "a valid notebook with no cells",
         empty,
         lost={g: "NameError" for g in points(lesson)},
-        note="put back",
+        notes=("put back",),
     )
     add(
         "renamed",
         "format",
         "the notebook saved under another name",
         {"my_rnn_homework.ipynb": ok},
-        note="in place of",
+        notes=("in place of",),
     )
     add(
         "missing",
@@ -681,7 +682,7 @@ def lesson01_cases() -> list[Case]:
         "format",
         "the notebook plus two scratch notebooks",
         {f"{lesson}.ipynb": ok, "scratch.ipynb": blank(lesson), "Untitled.ipynb": empty},
-        note="ignored other notebooks",
+        notes=("ignored other notebooks",),
     )
     add(
         "two_candidates",
@@ -818,54 +819,49 @@ def lesson01_cases() -> list[Case]:
 
 
 def generic_cases(lesson: str) -> list[Case]:
-    """A few cases for any released lesson: normal, kernel death half way, rebound checks."""
+    """Two cases for any other released lesson: solved, and solved but hostile.
+
+    The hostile one makes every check function a no-op and kills its kernel at the second
+    exercise: the tests before it must pass on the real checks, those after score 0.
+    """
     ok = perfect(lesson)
-    pts = points(lesson)
-    tests = list(pts)
+    tests = list(points(lesson))
     release = blank(lesson)
     exercises = [_gid(c) for c in release.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    names = sorted(
+        {
+            word
+            for line in first_code(release).source.splitlines()
+            for word in line.replace("(", " ").replace(")", " ").replace(",", " ").split()
+            if word.startswith("check_")
+        }
+    )
+    tag = lesson[:2]
     cases = [
         Case(
-            f"perfect_{lesson[:2]}",
+            f"perfect_{tag}",
             lesson,
             "control",
             "every exercise solved",
             {f"{lesson}.ipynb": ok},
+            repeat=True,
         )
     ]
-    # os._exit at the top of the second exercise: the first test keeps its points
+    hostile = with_setup(ok, after="\n".join(f"{n} = lambda *a, **k: None" for n in names))
+    lost = {}
     if len(exercises) > 1:
-        dead = edit(ok, exercises[1], before="import os\nos._exit(0)")
+        hostile = edit(hostile, exercises[1], before="import os\nos._exit(0)")
         order = [_gid(c) for c in ok.cells if _gid(c)]
-        after = order.index(exercises[1])
-        lost = {t: "kernel exited" for t in tests if order.index(t) > after}
-        cases.append(
-            Case(
-                f"os_exit_{lesson[:2]}",
-                lesson,
-                "execution",
-                "os._exit(0) at the second exercise",
-                {f"{lesson}.ipynb": dead},
-                lost=lost,
-            )
-        )
-    names = sorted(
-        {
-            name.strip()
-            for line in first_code(release).source.splitlines()
-            for name in line.replace("(", " ").replace(")", " ").replace(",", " ").split()
-            if name.strip().startswith("check_")
-        }
-    )
-    rebind = "\n".join(f"{n} = lambda *a, **k: None" for n in names)
+        lost = {t: "kernel exited" for t in tests if order.index(t) > order.index(exercises[1])}
     cases.append(
         Case(
-            f"rebind_{lesson[:2]}",
+            f"hostile_{tag}",
             lesson,
-            "tampering",
-            "the release, unanswered, with every check function made a no-op",
-            {f"{lesson}.ipynb": with_setup(release, after=rebind)},
-            lost={t: "" for t in tests},
+            "execution",
+            "check functions made no-ops, kernel killed at the second exercise",
+            {f"{lesson}.ipynb": hostile},
+            lost=lost,
+            repeat=True,
         )
     )
     return cases
@@ -880,9 +876,30 @@ def released_lessons() -> list[str]:
     )
 
 
+#: Lesson 01 cases graded a second time: those whose outcome depends on time, signals, limits
+#: or threads, and the controls.
+REPEAT = {
+    "perfect",
+    "blank",
+    "one_wrong",
+    "os_exit",
+    "infinite_loop",
+    "sigint_immune",
+    "native_crash",
+    "print_loop",
+    "thread_printing",
+    "memory_bomb",
+    "fork_bomb",
+    "huge_file",
+    "plot_flood",
+}
+
+
 def build() -> list[Case]:
     """Every case: the full corpus for lesson 01, generic cases for the other released lessons."""
     cases = lesson01_cases()
+    for case in cases:
+        case.repeat = case.student in REPEAT
     for lesson in released_lessons():
         if lesson != L1:
             cases += generic_cases(lesson)

@@ -1,0 +1,336 @@
+"""The hostile-submission corpus (tests/hostile/generate.py), graded twice in one temporary course.
+
+All cases are graded together, as a class would be: every lesson in one ``make autograde`` run
+(``python -m helpers.grading autograde``), with two notebooks at a time. For every case the
+tests check that the run completes, that the submission gets its expected score with a reason
+for each lost point, that the normal submissions graded beside it keep their normal scores, that
+the instructor's files, the helpers and every original submission are byte-identical afterwards
+and the gradebook changed only in its grade rows, and that grading the corpus a second time gives
+the same scores.
+
+The second grading covers the cases whose outcome depends on time, signals, resource limits or
+threads, and the controls; ``COURSE_HOSTILE_REPEAT=all`` regrades every case (twice the time).
+
+The corpus runs with small limits so that it stays quick: 30 s per cell, 2 GB of memory, 64 MB
+files, 32 extra processes, 5 MB notebooks, 50 outputs per cell. It needs the sandbox
+(bubblewrap): without it the vandal cases would really write into the course, so the test is
+skipped, or fails when ``COURSE_REQUIRE_SANDBOX`` is set (CI sets it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import ROOT, nbgrader_env
+from hostile.generate import build, points, write
+
+from helpers import sandbox
+
+pytestmark = pytest.mark.slow
+
+CASES = build()
+REPEATED = [c for c in CASES if c.repeat]
+SETTINGS = [
+    "--timeout=30",
+    "--memory-mb=2048",
+    "--cpu-s=120",
+    "--file-mb=64",
+    "--processes=32",
+    "--tmp-mb=256",
+    "--max-notebook-mb=5",
+    "--max-outputs=50",
+    "--jobs=2",
+]
+INSTRUCTOR_TABLES = (
+    "course",
+    "assignment",
+    "notebook",
+    "base_cell",
+    "source_cell",
+    "grade_cells",
+    "solution_cells",
+    "task_cells",
+)
+VANDAL_FILES = ("grading/vandal.txt", "helpers/vandal.py", "helpers/checks/vandal.py")
+
+
+def _tree(path: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file (link targets for links) under ``path``."""
+    if path.is_file():
+        return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}
+    found = {}
+    for p in sorted(path.rglob("*")):
+        if "__pycache__" in p.parts:
+            continue
+        rel = str(p.relative_to(path))
+        if p.is_symlink():
+            found[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            found[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return found
+
+
+def _tables(db: Path) -> dict[str, list]:
+    with sqlite3.connect(db) as con:
+        tables = {
+            t: sorted(con.execute(f"select * from {t}").fetchall()) for t in INSTRUCTOR_TABLES
+        }
+        tables["students"] = sorted(r[0] for r in con.execute("select id from student"))
+        tables["max_manual"] = con.execute("select max(manual_score) from grade").fetchone()
+    return tables
+
+
+def _grade(course: Path, *extra: str) -> tuple[str, float]:
+    start = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers.grading",
+            "autograde",
+            "--root",
+            str(course),
+            *SETTINGS,
+            *extra,
+        ],
+        env=nbgrader_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    took = time.monotonic() - start
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return result.stdout + result.stderr, took
+
+
+def _results(course: Path) -> dict[str, dict]:
+    found = {}
+    for path in (course / "grading" / "reasons").glob("*.json"):
+        for row in json.loads(path.read_text()):
+            found[row["student"]] = row
+    return found
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    mode, _, warnings = sandbox.choose_mode("auto")
+    if mode != "bwrap":
+        message = f"the hostile corpus needs the bubblewrap sandbox: {'; '.join(warnings)}"
+        if os.environ.get("COURSE_REQUIRE_SANDBOX"):
+            pytest.fail(message)
+        pytest.skip(message)
+    course = tmp_path_factory.mktemp("course")
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions", course / "solutions")
+    shutil.copytree(ROOT / "lessons", course / "lessons")
+    for case in CASES:
+        write(case, course / "grading" / "submitted" / case.student / case.lesson)
+    guarded = {
+        "course solutions": course / "solutions",
+        "course lessons": course / "lessons",
+        "course config": course / "nbgrader_config.py",
+        "submissions": course / "grading" / "submitted",
+        "helpers": ROOT / "helpers",
+        "data": ROOT / "data",
+        "repo solutions": ROOT / "solutions",
+        "repo lessons": ROOT / "lessons",
+    }
+    before = {name: _tree(path) for name, path in guarded.items()}
+    env = nbgrader_env()
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from helpers.grading import register_lessons; "
+            "from pathlib import Path; register_lessons(Path(sys.argv[1]))",
+            str(course),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    registered = _tables(course / "grading" / "gradebook.db")
+
+    first, first_s = _grade(course)
+    first_results = _results(course)
+    first_tables = _tables(course / "grading" / "gradebook.db")
+    autograded = {
+        c.student: nbformat.read(path, as_version=4)
+        for c in CASES
+        if (
+            path := course / "grading" / "autograded" / c.student / c.lesson / f"{c.lesson}.ipynb"
+        ).is_file()
+    }
+    # Grade again: every case (COURSE_HOSTILE_REPEAT=all) or those whose outcome depends on
+    # time, signals, limits or threads, plus the controls (the others are plain code paths).
+    again = [] if os.environ.get("COURSE_HOSTILE_REPEAT") == "all" else REPEATED
+    second, second_s = _grade(course, *[f"--student={c.student}" for c in again])
+    second_results = _results(course)
+    after = {name: _tree(path) for name, path in guarded.items()}
+    print(
+        f"\nhostile corpus: {len(CASES)} cases; first grading {first_s:.0f} s, second "
+        f"{second_s:.0f} s"
+    )
+    return {
+        "course": course,
+        "first": first_results,
+        "second": second_results,
+        "summary": first,
+        "autograded": autograded,
+        "before": before,
+        "after": after,
+        "registered": registered,
+        "tables": first_tables,
+        "final_tables": _tables(course / "grading" / "gradebook.db"),
+        "durations": (first_s, second_s),
+    }
+
+
+def test_corpus_covers_the_issue():
+    assert len(CASES) >= 40
+    categories = {c.category for c in CASES}
+    assert {"execution", "tampering", "resources", "format", "numeric", "device"} <= categories
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.student for c in CASES])
+def test_case(graded, case):
+    got = graded["first"].get(case.student)
+    assert got is not None, f"{case.student} has no grading result\n{graded['summary'][-3000:]}"
+    expected = case.expected_score(points(case.lesson))
+    assert got["score"] == pytest.approx(expected), (case.summary, got)
+    notes = " ".join(got["notes"]).lower()
+    if case.rejected is not None:
+        assert got["status"] == "rejected", got
+        assert case.rejected.lower() in notes, got["notes"]
+    else:
+        assert got["status"] == "graded", got
+    for note in case.notes:
+        assert note.lower() in notes, got["notes"]
+    for cell in got["cells"]:
+        if cell["score"] < cell["max_score"]:
+            assert cell["reason"], f"{cell['cell']} lost points without a reason"
+            if case.rejected is None:
+                assert cell["cell"] in case.lost, f"{cell['cell']} lost points: {cell['reason']}"
+            assert cell["score"] == 0
+        if cell["cell"] in case.lost:
+            assert case.lost[cell["cell"]].lower() in cell["reason"].lower(), cell
+    nb = graded["autograded"].get(case.student)
+    for grade_id, text in case.outputs.items():
+        shown = _outputs(nb, case, grade_id)
+        assert text in shown, f"{text!r} not in the outputs of {grade_id}: {shown[:2000]}"
+    for grade_id, text in case.absent.items():
+        shown = _outputs(nb, case, grade_id)
+        assert text not in shown, f"{text!r} in the outputs of {grade_id}: {shown[:2000]}"
+
+
+def _outputs(nb, case, grade_id: str) -> str:
+    assert nb is not None, f"{case.student} has no graded notebook"
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    return json.dumps(cell.get("outputs", []))
+
+
+def test_every_submission_scored(graded):
+    """No "None": every student of the corpus has a numeric score in the gradebook."""
+    from nbgrader.api import Gradebook
+
+    course = graded["course"]
+    with Gradebook(f"sqlite:///{course / 'grading' / 'gradebook.db'}") as gb:
+        for case in CASES:
+            sub = gb.find_submission(case.lesson, case.student)
+            assert sub.score is not None, case.student
+            assert not sub.needs_manual_grade, case.student
+
+
+def test_grading_twice_gives_the_same_scores(graded):
+    def scores(results):
+        return {
+            s: (r["score"], [(c["cell"], c["score"]) for c in r["cells"]])
+            for s, r in results.items()
+        }
+
+    first, second = scores(graded["first"]), scores(graded["second"])
+    assert first == second
+    assert len(REPEATED) >= 15
+
+
+def test_instructor_files_and_submissions_untouched(graded):
+    for name, files in graded["before"].items():
+        assert graded["after"][name] == files, f"grading changed {name}"
+    for rel in VANDAL_FILES:
+        assert not (ROOT / rel).exists(), f"a submission wrote {ROOT / rel}"
+
+
+def test_gradebook_changed_only_in_grade_rows(graded):
+    registered, tables, final = graded["registered"], graded["tables"], graded["final_tables"]
+    for table in INSTRUCTOR_TABLES:
+        assert tables[table] == registered[table], f"grading changed the gradebook's {table}"
+        assert final[table] == registered[table], f"regrading changed the gradebook's {table}"
+    assert set(tables["students"]) == {c.student for c in CASES}
+    assert tables["max_manual"] == (None,), "a submission wrote grades"
+
+
+def test_sandbox_hid_everything_from_the_probe(graded):
+    nb = graded["autograded"]["probe"]
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "gru_quiz")
+    line = next(
+        text
+        for out in cell.outputs
+        if out.get("output_type") == "stream"
+        for text in out["text"].splitlines()
+        if text.startswith("PROBE ")
+    )
+    seen = json.loads(line[len("PROBE ") :])
+    assert seen["gradebook_visible"] is False
+    assert seen["solutions_visible"] is False
+    assert seen["other_students_visible"] is False
+    assert seen["git_visible"] is False
+    assert seen["NBGRADER_EXECUTION"] is None
+    assert seen["network"] != "open"
+    if os.geteuid() == 0:
+        assert seen["uid"] != 0
+
+
+def test_without_namespaces_falls_back_to_limits_loudly(tmp_path):
+    """``--sandbox rlimits`` (what ``auto`` does where bwrap cannot run): limits still hold, the
+    grader warns on every run, and every submission is still scored."""
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions", course / "solutions")
+    shutil.copytree(ROOT / "lessons", course / "lessons")
+    chosen = [c for c in CASES if c.student in ("perfect", "memory_bomb", "os_exit", "missing")]
+    for case in chosen:
+        write(case, course / "grading" / "submitted" / case.student / case.lesson)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers.grading",
+            "autograde",
+            "--root",
+            str(course),
+            "--sandbox=rlimits",
+            "--lesson=01_intro_to_rnns",
+            *SETTINGS,
+        ],
+        env=nbgrader_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RLIMITS ONLY" in result.stdout
+    assert "WARNING" in result.stderr and "student code can read and write" in result.stderr
+    results = _results(course)
+    for case in chosen:
+        assert results[case.student]["score"] == case.expected_score(points(case.lesson))
