@@ -187,20 +187,36 @@ def write_kernelspec(config: SandboxConfig, name: str = KERNEL_NAME) -> Path:
     return data_dir
 
 
-def spare_uids(count: int) -> list[int]:
-    """``count`` user ids for kernels: nobody first, then unused ids just below it.
+def _busy_uids() -> set[int]:
+    """User ids that own a running process."""
+    busy = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                busy.add(entry.stat().st_uid)
+            except OSError:
+                continue
+    return busy
 
-    Kernels graded in parallel need distinct users: RLIMIT_NPROC counts every process of a user,
-    so one student's fork bomb would otherwise starve a kernel running beside it.
+
+def spare_uids(count: int) -> list[int]:
+    """``count`` user ids for kernels: nobody (or an unused id just below it), then more.
+
+    Kernels graded at the same time need distinct users: RLIMIT_NPROC counts every process of a
+    user, so one student's fork bomb would otherwise starve a kernel running beside it (in this
+    run, or in another grading run on the same machine).
     """
     import pwd
 
-    uids = [NOBODY]
-    candidate = NOBODY - 1
+    busy = _busy_uids()
+    uids: list[int] = []
+    candidate = NOBODY
     while len(uids) < count:
         try:
-            pwd.getpwuid(candidate)
+            taken = candidate != NOBODY and pwd.getpwuid(candidate) is not None
         except KeyError:
+            taken = False
+        if not taken and candidate not in busy:
             uids.append(candidate)
         candidate -= 1
     return uids
@@ -357,6 +373,8 @@ def _kernel_env(home: str, mpl: str) -> dict[str, str]:
         IPYTHONDIR=os.path.join(home, ".ipython"),
         TMPDIR="/tmp",
         COURSE_GRADING_SANDBOX="1",
+        USER="student",  # the kernel's user may have no passwd entry
+        LOGNAME="student",
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONNOUSERSITE="1",
     )

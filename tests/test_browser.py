@@ -128,9 +128,16 @@ def runs(request, course, tmp_path_factory):
         results, timings = run_jobs(lab, _jobs_for(module_items, course), workers=WORKERS)
     finally:
         lab.stop()
-    timings["total (Lab start to last job)"] = round(time.perf_counter() - started, 1)
+    report = {"workers": WORKERS, "total seconds (Lab start to last job)": 0.0, "jobs": {}}
+    report["total seconds (Lab start to last job)"] = round(time.perf_counter() - started, 1)
+    for name, seconds in timings.items():
+        report["jobs"][name] = {"seconds": seconds}
+        run = results.get(name)
+        if isinstance(run, NotebookRun) and run.cell_seconds:
+            slowest = sorted(enumerate(run.cell_seconds), key=lambda pair: -pair[1])[:3]
+            report["jobs"][name]["slowest cells"] = {str(i): round(t, 1) for i, t in slowest}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    (ARTIFACTS / "timings.json").write_text(json.dumps(report, indent=1) + "\n")
     results["lab log"] = lab.log_tail()
     return results
 
