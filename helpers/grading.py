@@ -15,7 +15,7 @@ course root::
 1. **register**: every lesson of ``solutions/`` is recorded in the gradebook (generated into
    ``grading/release``, so ``lessons/`` is never touched);
 2. **stage**: each submission is read (never modified) and a clean copy is written to
-   ``grading/staged/<student>/<lesson>/``: a file that is not a notebook, a truncated or
+   ``grading/staged/job<N>/<student>/<lesson>/``: a file that is not a notebook, a truncated or
    oversized file, an unknown notebook format, a missing or renamed notebook are caught here with
    a reason; test cells are put back as released, cell metadata (grade ids, points, types) is
    restored, duplicated cells lose their grading role, and every change is noted;
@@ -66,6 +66,7 @@ class Settings:
     """How ``autograde`` runs; every field has a command-line flag."""
 
     timeout: int | None = None  # seconds per cell; None: nbgrader_config.py's Execute.timeout
+    lesson_timeouts: dict[str, int] = field(default_factory=dict)  # lesson id -> seconds
     mode: str = "auto"  # the sandbox: auto | bwrap | rlimits | off
     limits: sandbox.Limits = field(default_factory=sandbox.Limits)
     max_notebook_mb: int = 50
@@ -310,7 +311,8 @@ def sanitize(data: dict, release: dict) -> tuple[dict, list[str]]:
             else:
                 notes.append(f"{grade_id}: deleted {kind} cell put back")
             new = nbformat.from_dict(copy.deepcopy(ref))
-            new.pop("outputs", None) if new.cell_type != "code" else new.update(outputs=[])
+            if new.cell_type == "code":
+                new.outputs = []
             at = 0
             if previous is not None:
                 at = 1 + next(i for i, c in enumerate(cells) if _grade_id(c) == previous)
@@ -322,32 +324,35 @@ def sanitize(data: dict, release: dict) -> tuple[dict, list[str]]:
     return nb, notes
 
 
-def _copy_files(source: Path, dest: Path, expected: str, settings: Settings, notes: list) -> None:
+def _copy_files(source: Path, dest: Path, settings: Settings, notes: list) -> None:
     """Copy a submission's other regular files (not notebooks, links or oversized ones)."""
-    total = 0
-    for path in sorted(source.rglob("*")):
-        rel = path.relative_to(source)
-        if path.is_symlink():
-            notes.append(f"ignored link {rel}")
-            continue
-        if not path.is_file() or path.suffix == ".ipynb" or ".ipynb_checkpoints" in rel.parts:
-            continue
-        size = path.stat().st_size
-        if rel.name == "timestamp.txt":
-            from nbgrader.utils import parse_utc
-
-            try:
-                parse_utc(path.read_text().strip())
-            except Exception:
-                notes.append("ignored an unreadable timestamp.txt")
+    total, count = 0, 0
+    for folder, dirs, files in os.walk(source):  # links to folders are not followed
+        dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints")
+        for name in sorted(files):
+            path = Path(folder) / name
+            rel = path.relative_to(source)
+            if path.is_symlink():
+                notes.append(f"ignored link {rel}")
                 continue
-        if total + size > settings.max_files_mb * MB:
-            notes.append(f"ignored {rel} ({size / MB:.1f} MB): over the size limit for files")
-            continue
-        total += size
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
+            if not path.is_file() or path.suffix == ".ipynb":
+                continue
+            size = path.stat().st_size
+            if rel.name == "timestamp.txt":
+                from nbgrader.utils import parse_utc
+
+                try:
+                    parse_utc(path.read_text().strip())
+                except Exception:
+                    notes.append("ignored an unreadable timestamp.txt")
+                    continue
+            if total + size > settings.max_files_mb * MB or count >= 200:
+                notes.append(f"ignored {rel} ({size / MB:.1f} MB): over the limit for files")
+                continue
+            total, count = total + size, count + 1
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
 
 
 def stage(root: Path, lesson: str, student: str, settings: Settings, job: int = 0) -> Staged:
@@ -361,7 +366,9 @@ def stage(root: Path, lesson: str, student: str, settings: Settings, job: int = 
         shutil.rmtree(dest)
     expected = f"{lesson}.ipynb"
     notebooks = sorted(
-        p.name for p in source.iterdir() if p.suffix == ".ipynb" and not p.is_symlink()
+        p.name
+        for p in source.iterdir()
+        if p.suffix == ".ipynb" and not p.is_symlink() and p.is_file()
     )
     if expected in notebooks:
         chosen = expected
@@ -386,7 +393,7 @@ def stage(root: Path, lesson: str, student: str, settings: Settings, job: int = 
     nb, notes = sanitize(data, release)
     result.notes += notes
     dest.mkdir(parents=True)
-    _copy_files(source, dest, expected, settings, result.notes)
+    _copy_files(source, dest, settings, result.notes)
     nbformat.write(nb, dest / expected)
     return result
 
@@ -441,8 +448,7 @@ class Run:
         uids = sandbox.spare_uids(jobs) if uid is not None else [None] * jobs
         path = None
         for job, job_uid in enumerate(uids):
-            job_config = copy.copy(config)
-            job_config.uid = job_uid
+            job_config = sandbox.prepare_job(config, job, job_uid)
             path = sandbox.write_kernelspec(job_config, f"{sandbox.KERNEL_NAME}-{job}")
         return cls(mode, config, warnings, path, jobs)
 
@@ -452,7 +458,7 @@ class Run:
             return f"sandbox: bubblewrap, kernels run as {who}; {self.config.limits.describe()}"
         return f"sandbox: {self.mode.upper()} ONLY; {self.config.limits.describe()}"
 
-    def args(self, root: Path, settings: Settings, job: int) -> list[str]:
+    def args(self, root: Path, settings: Settings, job: int, lesson: str) -> list[str]:
         args = [f"--CourseDirectory.submitted_directory={STAGED}/job{job}"]
         if self.jobs > 1:  # several processes write the gradebook: wait for each other's locks
             args.append(f"--CourseDirectory.db_url={db_url(root)}?timeout=120")
@@ -463,13 +469,14 @@ class Run:
             f"--HardenedExecute.limits={self.config.limits.describe()}",
             f"--HardenedExecute.max_outputs={settings.max_outputs}",
         ]
-        if settings.timeout:
-            args.append(f"--HardenedExecute.timeout={settings.timeout}")
+        timeout = settings.lesson_timeouts.get(lesson, settings.timeout)
+        if timeout:
+            args.append(f"--HardenedExecute.timeout={timeout}")
         if self.mode == "bwrap":
             # TCP does not cross network namespaces: unix sockets at an absolute path do.
             args += [
                 "--KernelManager.transport=ipc",
-                f"--KernelManager.ip={os.path.join(self.config.ipc_dir, f'job{job}')}",
+                f"--KernelManager.ip={os.path.join(self.config.ipc_dir, f'job{job}', 'kernel')}",
             ]
         return args
 
@@ -492,7 +499,7 @@ class Run:
         processes = []
         for job in jobs:
             cmd = nbgrader_command("autograde", lesson, "--force")
-            cmd += ["--log-level=WARN", *self.args(root, settings, job)]
+            cmd += ["--log-level=WARN", *self.args(root, settings, job, lesson)]
             processes.append(
                 subprocess.Popen(
                     cmd,
@@ -872,9 +879,11 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--student", action="append", help="grade only this student (repeatable)")
     group.add_argument(
         "--timeout",
-        type=int,
-        default=int(env("COURSE_GRADING_TIMEOUT", "0")) or None,
-        help="seconds per cell (default: Execute.timeout of nbgrader_config.py)",
+        action="append",
+        default=[t for t in env("COURSE_GRADING_TIMEOUT", "").split(",") if t],
+        metavar="SECONDS or LESSON=SECONDS",
+        help="seconds per cell, for every lesson or one (repeatable; default: Execute.timeout "
+        "of nbgrader_config.py)",
     )
     group.add_argument(
         "--sandbox",
@@ -922,8 +931,18 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](root, args.lesson)
     if args.command != "autograde":
         return commands[args.command](root)
+    timeout, lesson_timeouts = None, {}
+    for value in args.timeout:
+        lesson, _, seconds = value.rpartition("=")
+        if not seconds.isdigit():
+            parser.error(f"--timeout takes SECONDS or LESSON=SECONDS, got {value!r}")
+        if lesson:
+            lesson_timeouts[lesson] = int(seconds)
+        else:
+            timeout = int(seconds)
     settings = Settings(
-        timeout=args.timeout,
+        timeout=timeout,
+        lesson_timeouts=lesson_timeouts,
         mode=args.sandbox,
         limits=sandbox.Limits(
             memory_mb=args.memory_mb,

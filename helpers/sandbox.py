@@ -42,7 +42,8 @@ MB = 1024 * 1024
 
 # Variables the student's kernel may see; everything else of the grader's environment (tokens,
 # NBGRADER_EXECUTION, JPY_PARENT_PID, ...) is dropped so that grading behaves like a normal run.
-KEEP_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "MPLBACKEND", "OMP_NUM_THREADS", "PYTHONHASHSEED")
+# MPLBACKEND is not kept: like a student's own Jupyter, the kernel draws with the inline backend.
+KEEP_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "OMP_NUM_THREADS", "PYTHONHASHSEED")
 KEEP_PREFIXES = ("LC_", "COURSE_")
 
 
@@ -238,8 +239,25 @@ def prepare_run_dir(config: SandboxConfig) -> None:
         check=False,
     )
     os.chmod(config.run_dir, 0o711)
-    # kernels (possibly several users, one per parallel job) create their sockets here
-    os.chmod(ipc, 0o1777 if config.uid is not None else 0o700)
+    os.chmod(ipc, 0o711)
+
+
+def prepare_job(config: SandboxConfig, job: int, uid: int | None) -> SandboxConfig:
+    """The config of one parallel job: its own user and its own socket folder.
+
+    Each job's kernels see only their own socket folder, so a kernel cannot even reach the
+    sockets of a notebook graded beside it.
+    """
+    import copy
+
+    job_config = copy.copy(config)
+    job_config.uid = uid
+    job_config.ipc_dir = os.path.join(config.ipc_dir, f"job{job}")
+    os.makedirs(job_config.ipc_dir, exist_ok=True)
+    if uid is not None:
+        os.chown(job_config.ipc_dir, uid, uid)
+    os.chmod(job_config.ipc_dir, 0o700)
+    return job_config
 
 
 # ----------------------------------------------------------------------------------------------
@@ -305,7 +323,8 @@ def bwrap_command(
     drop = root and config.uid is not None
     home = os.path.realpath(os.environ.get("HOME", "/root"))
     cwd = os.path.realpath(cwd)
-    masks = {"/tmp", "/var/tmp", "/dev/shm", home} | {os.path.realpath(p) for p in config.hide}
+    masks = {"/tmp", "/var/tmp", "/dev/shm", home, os.path.realpath(config.run_dir)}
+    masks |= {os.path.realpath(p) for p in config.hide}
     readonly = {os.path.realpath(p) for p in config.readonly} | {private}
     writable = {os.path.realpath(config.ipc_dir)}
     if drop:
@@ -392,7 +411,13 @@ def _chown_tree(path: str, uid: int) -> None:
 
 def launch(argv: list[str]) -> None:
     """Start ipykernel with ``argv`` (``-f CONNECTION_FILE ...``), sandboxed when configured."""
-    inner = [sys.executable, "-m", "ipykernel_launcher"]
+    # The venv's interpreter by its real folder: a venv reached through a symlink under /tmp
+    # (a course copy) would be hidden by the sandbox's private /tmp. The file name is kept, not
+    # resolved, so that Python still finds the venv's pyvenv.cfg beside it.
+    python = os.path.join(
+        os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable)
+    )
+    inner = [python, "-m", "ipykernel_launcher"]
     text = os.environ.get(ENV_VAR)
     if not text:  # not grading: an ordinary kernel
         os.execv(sys.executable, inner + argv)

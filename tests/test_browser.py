@@ -134,6 +134,8 @@ def runs(request, course, tmp_path_factory):
     """Start Lab on the course copy and do every selected test's browser work; then stop Lab."""
     if not chromium_available():
         pytest.fail(f"COURSE_REQUIRE_BROWSER is set, but {MISSING_BROWSER}: {HOW_TO_ENABLE}")
+    for old in ARTIFACTS.glob("*.png"):  # only this run's screenshots
+        old.unlink()
     module_items = [i for i in request.session.items if i.module is request.module]
     workers = _workers(len(module_items) < len(request.session.items))
     lab = LabServer(course, tmp_path_factory.mktemp("lab-state")).start()

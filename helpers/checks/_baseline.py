@@ -52,6 +52,12 @@ _MISSING = object()
 _LIBRARIES = ("torch", "numpy", "builtins")
 
 
+def _library(value) -> bool:
+    """Whether ``value`` comes from torch, NumPy or builtins (by its module)."""
+    module = getattr(value, "__module__", None) or ""
+    return module.split(".")[0] in _LIBRARIES
+
+
 def _same_function(value, original) -> bool:
     """Whether ``value`` may legitimately have replaced ``original``.
 
@@ -61,8 +67,7 @@ def _same_function(value, original) -> bool:
     replacement from the same library under the same name is accepted; a lambda, a notebook's
     function or another library function (``torch.allclose = torch.isclose``) is not.
     """
-    module = getattr(value, "__module__", None) or ""
-    return module.split(".")[0] in _LIBRARIES and getattr(value, "__name__", None) == getattr(
+    return _library(value) and getattr(value, "__name__", None) == getattr(
         original, "__name__", None
     )
 
@@ -103,8 +108,17 @@ def tampering() -> list[str]:
             original = base.get(key, _MISSING)
             if original is value or (space, key) in _CHANGING:
                 continue
-            changed = original is not _MISSING and callable(original)
-            if (changed and not _same_function(value, original)) or _from_notebook(value):
+            if original is _MISSING:
+                # new: torch adds submodules as they are imported; a new method on a class
+                # (torch.Tensor.__eq__ overriding the inherited one) from elsewhere is a patch
+                suspicious = (
+                    callable(value)
+                    and not isinstance(value, types.ModuleType)
+                    and not _library(value)
+                )
+            else:
+                suspicious = callable(original) and not _same_function(value, original)
+            if suspicious or _from_notebook(value):
                 found.append(f"{space}.{key}")
     for name, module in list(sys.modules.items()):
         if (name == "helpers" or name.startswith("helpers.")) and module is not None:
