@@ -125,8 +125,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     CharRNN, get_batches = lesson_definitions()
     corpus = load_corpus(args.corpus)
     model_config = dict(MODEL_CONFIG if args.preset == "course" else SEED_MODEL)
@@ -141,6 +139,9 @@ def main(argv=None) -> dict:
         eval_every=args.eval_every,
     )
 
+    if args.threads:
+        config = replace(config, threads=args.threads)
+        torch.set_num_threads(args.threads)  # evaluation too
     helpers.seed_everything(args.seed)
     device = helpers.get_device()
     model = CharRNN(len(corpus.vocab), **model_config).to(device)

@@ -319,10 +319,6 @@ def test_shipped_checkpoint(ns, shakespeare):
     assert released.read_bytes() == source.read_bytes(), "run `make release`"
     assert lesson_checkpoint_path() in (source, released)
     payload = read_checkpoint(source)
-    if payload["extra"]["config"]["max_steps"] == 1:
-        # Known gap (issue 5, left open): the shipped file is still the 1-step stand-in made
-        # while tuning; `make checkpoint` trains the real one (about 10 CPU-minutes).
-        pytest.xfail("the shipped checkpoint is the untrained stand-in: run `make checkpoint`")
     assert payload["hyperparameters"] == MODEL_CONFIG
     assert payload["extra"]["val_stream"] < 1.6
     model, vocab, _ = load_checkpoint(source, ns["CharRNN"], vocab=shakespeare.vocab)
