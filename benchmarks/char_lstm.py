@@ -22,6 +22,8 @@ The last line printed is one JSON object: ``corpus``, ``budget_s``, ``steps``, `
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -62,8 +64,12 @@ SEED_TRAINING = {
 
 
 def lesson_definitions(path: Path = SOLUTION):
-    """``CharRNN`` and ``get_batches`` from the solution notebook (its training cells skipped)."""
-    namespace = helpers.load_notebook(path)
+    """``CharRNN`` and ``get_batches`` from the solution notebook (its training cells skipped).
+
+    What the notebook's cells print while they load is kept out of the benchmark's report.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        namespace = helpers.load_notebook(path)
     missing = [name for name in ("CharRNN", "get_batches") if name not in namespace]
     if missing:
         errors = "\n".join(str(e) for e in namespace.errors)
