@@ -821,10 +821,11 @@ def lesson01_cases() -> list[Case]:
 
 
 def generic_cases(lesson: str) -> list[Case]:
-    """Two cases for any other released lesson: solved, and solved but hostile.
+    """One case for any other released lesson: solved, but hostile.
 
-    The hostile one makes every check function a no-op and kills its kernel at the second
-    exercise: the tests before it must pass on the real checks, those after score 0.
+    It makes every check function a no-op and kills its kernel at the second exercise: the tests
+    before it must pass on the real checks, those after score 0. (Stopping early keeps it cheap;
+    tests/test_autograde.py grades every lesson solved, unanswered and with one exercise left.)
     """
     ok = perfect(lesson)
     tests = list(points(lesson))
@@ -838,35 +839,22 @@ def generic_cases(lesson: str) -> list[Case]:
             if word.startswith("check_")
         }
     )
-    tag = lesson[:2]
-    cases = [
-        Case(
-            f"perfect_{tag}",
-            lesson,
-            "control",
-            "every exercise solved",
-            {f"{lesson}.ipynb": ok},
-            repeat=True,
-        )
-    ]
     hostile = with_setup(ok, after="\n".join(f"{n} = lambda *a, **k: None" for n in names))
     lost = {}
     if len(exercises) > 1:
         hostile = edit(hostile, exercises[1], before="import os\nos._exit(0)")
         order = [_gid(c) for c in ok.cells if _gid(c)]
         lost = {t: "kernel exited" for t in tests if order.index(t) > order.index(exercises[1])}
-    cases.append(
+    return [
         Case(
-            f"hostile_{tag}",
+            f"hostile_{lesson[:2]}",
             lesson,
             "execution",
             "check functions made no-ops, kernel killed at the second exercise",
             {f"{lesson}.ipynb": hostile},
             lost=lost,
-            repeat=True,
         )
-    )
-    return cases
+    ]
 
 
 def released_lessons() -> list[str]:
