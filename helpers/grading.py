@@ -32,6 +32,7 @@ course root::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import json
@@ -496,21 +497,25 @@ class Run:
         bin_dir = str(Path(sys.executable).parent)
         env = self.env()
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-        processes = []
-        for job in jobs:
-            cmd = nbgrader_command("autograde", lesson, "--force")
-            cmd += ["--log-level=WARN", *self.args(root, settings, job, lesson)]
-            processes.append(
-                subprocess.Popen(
-                    cmd,
-                    cwd=root,
-                    env=env,
-                    text=True,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
+        # Each process logs to its own file, not a pipe: a pipe that is read only after the
+        # jobs before it have finished fills up (a fork bomb's kernels log a lot) and stalls
+        # its job until then.
+        running = []
+        with contextlib.ExitStack() as stack:
+            for job in jobs:
+                cmd = nbgrader_command("autograde", lesson, "--force")
+                cmd += ["--log-level=WARN", *self.args(root, settings, job, lesson)]
+                log = stack.enter_context(tempfile.TemporaryFile("w+", dir=self.config.run_dir))
+                process = subprocess.Popen(
+                    cmd, cwd=root, env=env, text=True, stdout=log, stderr=subprocess.STDOUT
                 )
-            )
-        return "".join(p.communicate()[0] for p in processes)
+                running.append((process, log))
+            logs = []
+            for process, log in running:
+                process.wait()
+                log.seek(0)
+                logs.append(log.read())
+        return "".join(logs)
 
     def close(self) -> None:
         shutil.rmtree(self.config.run_dir, ignore_errors=True)
