@@ -42,13 +42,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
-# Much of the suite waits (kernels starting, time limits, a browser): at least 3 workers even on
-# 2 cores (measured: 10m31 with 2 workers from a fresh clone on 2 cores, install included).
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 3 ? n : 3 )))
-
 test: $(STAMP) lint
-	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --timeout=900 \
-		$(ARGS)
+	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n auto --dist loadfile --timeout=900 $(ARGS)
 
 # Only the grading tests: the hostile-submission corpus (tests/hostile/) and the exchange cycle.
 test-grading: $(STAMP)
