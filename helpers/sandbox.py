@@ -25,6 +25,7 @@ installs its own handler); folders bwrap creates as root are 0700 unless ``--per
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import resource
@@ -32,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -200,6 +202,26 @@ def _busy_uids() -> set[int]:
     return busy
 
 
+#: Lock files of the kernel user ids this grading process has claimed (held until it exits).
+_CLAIMED: list[int] = []
+
+
+def _claim(uid: int) -> bool:
+    """Claim ``uid`` for this process's kernels, unless another grading run holds it.
+
+    Two grading runs started at the same moment would otherwise pick the same idle user id.
+    """
+    path = os.path.join(tempfile.gettempdir(), f"rnn-course-kernel-uid-{uid}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _CLAIMED.append(fd)
+    return True
+
+
 def spare_uids(count: int) -> list[int]:
     """``count`` user ids for kernels: nobody (or an unused id just below it), then more.
 
@@ -217,7 +239,7 @@ def spare_uids(count: int) -> list[int]:
             taken = candidate != NOBODY and pwd.getpwuid(candidate) is not None
         except KeyError:
             taken = False
-        if not taken and candidate not in busy:
+        if not taken and candidate not in busy and _claim(candidate):
             uids.append(candidate)
         candidate -= 1
     return uids

@@ -294,3 +294,12 @@ def test_plot_gradient_norms_bad_input():
     with contextlib.redirect_stdout(io.StringIO()):
         ax = plot_gradient_norms({"a": torch.ones(3)})
     assert ax.get_yscale() == "log"
+
+
+def test_grading_runs_never_share_a_kernel_user():
+    """Two grading runs started at the same moment each claim their own kernel user ids."""
+    from helpers import sandbox
+
+    first, second = sandbox.spare_uids(2), sandbox.spare_uids(2)
+    assert len(set(first)) == 2 and len(set(second)) == 2
+    assert not set(first) & set(second)

@@ -611,11 +611,11 @@ def lesson01_cases() -> list[Case]:
     add(
         "plot_flood",
         "resources",
-        "draws 120 figures after answering the quiz (the corpus allows 50 outputs)",
+        "draws 60 figures after answering the quiz (the corpus allows 50 outputs)",
         edit(
             ok,
             "gru_quiz",
-            after="for _i in range(120):\n"
+            after="for _i in range(60):\n"
             "    plt.figure(figsize=(0.5, 0.5), dpi=10)\n"
             "    plt.plot([0, 1])\n"
             "    plt.show()",
