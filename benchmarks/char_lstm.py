@@ -146,8 +146,7 @@ def main(argv=None) -> dict:
     )
 
     if args.threads:
-        config = replace(config, threads=args.threads)
-        torch.set_num_threads(args.threads)  # evaluation too
+        torch.set_num_threads(args.threads)  # for training and evaluation alike
     helpers.seed_everything(args.seed)
     device = helpers.get_device()
     model = CharRNN(len(corpus.vocab), **model_config).to(device)

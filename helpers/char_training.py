@@ -240,6 +240,7 @@ def train(
 
 
 def _train(model, train_data, val_data, get_batches, config, progress, desc, device) -> History:
+    """``train``'s loop, on validated data, with the thread count already set."""
     per_batch = config.batch_size * config.seq_length
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
