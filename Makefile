@@ -1,7 +1,8 @@
 # The course's commands. Everything runs from the repository's own .venv, created on first use.
 #   make lab      install (first time) and open the lessons in JupyterLab
 #   make test     install (first time) and run the whole test suite (what CI runs)
-#   make check LESSON=01_intro_to_rnns   check your own notebook in lessons/
+#   make check LESSON=01_intro_to_rnns   check your own notebook in lessons/ (LESSON=01 works)
+#   make test-quick  unit tests and the checks only (no notebook runs, grading or browser)
 # Instructors: make release | autograde | feedback | export | images   (see README.md)
 #   with nbgrader's exchange: make release-assignments | collect | autograde | feedback |
 #   release-feedback
@@ -19,11 +20,11 @@ LINTED := helpers tests benchmarks images
 # Jupyter refuses to start as root without --allow-root (containers, CI machines).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install lab test test-grading lint check release autograde feedback export images bench checkpoint \
+.PHONY: install lab test test-quick test-grading lint check release autograde feedback export images bench checkpoint \
 	clean-grading help
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,9p' Makefile
 
 install: $(STAMP)
 
@@ -45,6 +46,11 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n auto --dist loadfile --timeout=900 $(ARGS)
 
+# The edit-test loop: unit tests and the checks, without executing notebooks, grading or a browser.
+QUICK := -m "not slow"
+test-quick: $(STAMP)
+	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n 2 $(QUICK) -q $(ARGS)
+
 # Only the grading tests: the hostile-submission corpus (tests/hostile/) and the exchange cycle.
 test-grading: $(STAMP)
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/test_hostile_grading.py tests/test_exchange.py \
@@ -52,8 +58,7 @@ test-grading: $(STAMP)
 
 check: $(STAMP)
 	@test -n "$(LESSON)" || { echo "usage: make check LESSON=01_intro_to_rnns"; exit 2; }
-	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/check_lesson.py --lesson=$(LESSON) \
-		-p no:cacheprovider -v --no-header --show-capture=no -rN $(ARGS)
+	$(RUN) COURSE_FAST=1 $(BIN)/python -m helpers.checks $(LESSON) $(ARGS)
 
 release: $(STAMP)
 	$(RUN) $(BIN)/nbgrader generate_assignment '*' --no-db --force --log-level=WARN

@@ -20,6 +20,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.course import is_test_cell
+
 TRAINING_TAG = "training"
 
 
@@ -42,11 +44,6 @@ class NotebookNamespace(dict):
         super().__init__(__name__="__notebook__", __file__=str(path))
         self.path = path
         self.errors: list[CellError] = []
-
-
-def _is_test_cell(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return bool(meta.get("grade")) and not meta.get("solution")
 
 
 def _strip_magics(source: str) -> str:
@@ -107,7 +104,7 @@ def load_notebook(
             if cell.cell_type != "code":
                 continue
             tags = set(cell.get("metadata", {}).get("tags", []))
-            if tags.intersection(skip_tags) or (skip_tests and _is_test_cell(cell)):
+            if tags.intersection(skip_tags) or (skip_tests and is_test_cell(cell)):
                 continue
             source = _strip_magics(cell.source)
             try:

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from helpers import course
+
 #: The repository root (helpers/ is installed in editable mode, so this is the course checkout).
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = REPO_ROOT / "data"
-IMAGES_DIR = REPO_ROOT / "images"
+REPO_ROOT = course.ROOT
+DATA_DIR = course.DATA
+IMAGES_DIR = course.IMAGES
 
 _TRUE = {"1", "true", "yes", "on"}
 

@@ -47,14 +47,6 @@ def loaded(path: Path):
     return _LOADED[path]
 
 
-def pytest_addoption(parser):
-    group = parser.getgroup("course")
-    group.addoption("--lesson", help="lesson id for tests/check_lesson.py, e.g. 01_intro_to_rnns")
-    group.addoption(
-        "--notebook", help="notebook to check (default: lessons/<lesson>/<lesson>.ipynb)"
-    )
-
-
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -436,3 +436,122 @@ def after(prerequisite: str, check: Callable[[], None], prerequisite_check: Call
 
 
 Check = Callable[[Mapping[str, object]], None]
+
+
+# ----------------------------------------------------------------------------------------------
+# The case table: each exercise's cases are written once, and the notebook's test cells, the
+# hidden tests and ``make check`` all read them from here.
+
+VISIBLE = "visible"
+HIDDEN = "hidden"
+CASE_SETS = (VISIBLE, HIDDEN)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One graded exercise and its cases.
+
+    ``check(*answers, **case)`` runs one set of cases; ``answers`` are the notebook objects named
+    by ``reads`` (in order). ``visible`` holds the keyword arguments of the cases the released
+    test cell runs, ``hidden`` those of its hidden tests (``None``: no hidden tests). The
+    notebook's test cell ``grade_id`` calls ``function`` (the public name of ``checker()``)::
+
+        check_rnn_cell(rnn_cell)
+        ### BEGIN HIDDEN TESTS
+        check_rnn_cell(rnn_cell, hidden=True)
+        ### END HIDDEN TESTS
+
+    and calling the exercise on a notebook namespace runs both sets, the way the autograder
+    does. ``prerequisite`` names an exercise this one builds on (its failure is then pointed out).
+    """
+
+    name: str
+    function: str
+    check: Callable[..., None]
+    reads: tuple[str, ...]
+    visible: Mapping[str, object]
+    hidden: Mapping[str, object] | None = None
+    grade_id: str = ""
+    prerequisite: str | None = None
+
+    def __post_init__(self):
+        if not self.grade_id:
+            object.__setattr__(self, "grade_id", f"{self.name}_check")
+
+    def case_sets(self) -> tuple[str, ...]:
+        """``("visible", "hidden")``, or ``("visible",)`` when there are no hidden tests."""
+        return CASE_SETS if self.hidden is not None else (VISIBLE,)
+
+    def cases(self, which: str) -> Mapping[str, object]:
+        """The keyword arguments of case set ``which`` (``"visible"`` or ``"hidden"``)."""
+        if which not in self.case_sets():
+            raise ValueError(
+                f"{self.function}: cases must be one of {self.case_sets()}, got {which!r}"
+            )
+        return self.visible if which == VISIBLE else self.hidden
+
+    def checker(self) -> Callable[..., None]:
+        """The function a notebook's test cell calls: ``checker()(*answers, hidden=False)``.
+
+        ``hidden=True`` runs the hidden cases instead of the visible ones. Other keyword
+        arguments replace those of the visible set (for tests that try other sizes).
+        """
+        exercise = self
+
+        def check(*answers, hidden: bool = False, **override):
+            kwargs = dict(exercise.cases(HIDDEN if hidden else VISIBLE))
+            if override and hidden:
+                raise ValueError("give either hidden=True or keyword arguments, not both")
+            kwargs.update(override)
+            exercise.check(*answers, **kwargs)
+
+        check.__name__ = check.__qualname__ = self.function
+        check.__doc__ = self.check.__doc__
+        check.__module__ = self.check.__module__
+        return check
+
+    def test_lines(self) -> list[str]:
+        """The code lines (comments aside) of this exercise's test cell in solutions/."""
+        call_args = ", ".join(self.reads)
+        lines = [f"{self.function}({call_args})"]
+        if self.hidden is not None:
+            lines += [
+                "### BEGIN HIDDEN TESTS",
+                f"{self.function}({call_args}, hidden=True)",
+                "### END HIDDEN TESTS",
+            ]
+        return lines
+
+    def run(self, namespace: Mapping[str, object], which: Sequence[str] | None = None) -> None:
+        """Run the case sets ``which`` (default: all, as the autograder does) on a notebook."""
+        answers = [get(namespace, name) for name in self.reads]
+        check = self.checker()
+
+        def everything():
+            for case_set in which or self.case_sets():
+                check(*answers, hidden=case_set == HIDDEN)
+
+        if self.prerequisite is None:
+            everything()
+        else:
+            table = _TABLES[self.check.__module__]
+            before = table[self.prerequisite]
+            after(self.prerequisite, everything, lambda: before.run(namespace, (VISIBLE,)))
+
+    def __call__(self, namespace: Mapping[str, object]) -> None:
+        self.run(namespace)
+
+
+_TABLES: dict[str, dict[str, Exercise]] = {}
+
+
+def exercise_table(*exercises: Exercise) -> dict[str, Exercise]:
+    """``{name: exercise}`` for a lesson's exercises, in notebook order."""
+    table = {e.name: e for e in exercises}
+    if len(table) != len(exercises):
+        raise ValueError("two exercises share a name")
+    for e in exercises:
+        if e.prerequisite is not None and e.prerequisite not in table:
+            raise ValueError(f"{e.name}: unknown prerequisite {e.prerequisite!r}")
+    _TABLES[exercises[0].check.__module__] = table
+    return table

@@ -7,13 +7,13 @@ from torch import nn
 
 from helpers.checks.core import (
     Cause,
-    after,
+    Exercise,
     assert_choice,
     assert_close,
     assert_equal_values,
     call,
+    exercise_table,
     fail,
-    get,
     report,
 )
 from helpers.experiments import gradient_norms_through_time
@@ -55,7 +55,7 @@ def _cell_causes(x, h, w_ih, w_hh, b_ih, b_hh):
     ]
 
 
-def check_rnn_cell(rnn_cell, sizes=((3, 4, 5), (2, 6, 3)), seed: int = 0) -> None:
+def _check_rnn_cell(rnn_cell, *, sizes, seed: int) -> None:
     """``rnn_cell`` equals ``nn.RNNCell`` on each ``(batch, input_size, hidden_size)`` in sizes."""
     worst = 0.0
     for i, (batch, input_size, hidden_size) in enumerate(sizes):
@@ -79,7 +79,7 @@ def check_rnn_cell(rnn_cell, sizes=((3, 4, 5), (2, 6, 3)), seed: int = 0) -> Non
     report("rnn_cell", len(sizes), worst, "torch.nn.RNNCell")
 
 
-def check_rnn_forward(rnn_forward, sizes=((2, 5, 3, 4), (3, 2, 4, 2)), seed: int = 10) -> None:
+def _check_rnn_forward(rnn_forward, *, sizes, seed: int) -> None:
     """``rnn_forward`` equals a one-layer ``nn.RNN(batch_first=True)``.
 
     ``sizes`` holds ``(batch, seq_length, input_size, hidden_size)`` tuples.
@@ -155,10 +155,7 @@ def _plain_shape(value):
     return tuple(value) if isinstance(value, torch.Size) else value
 
 
-def check_hidden_state_shape(
-    hidden_state_shape,
-    cases=((1, 3, 20, False), (2, 4, 8, False), (2, 5, 6, True)),
-) -> None:
+def _check_hidden_state_shape(hidden_state_shape, *, cases) -> None:
     """``hidden_state_shape`` gives the shape PyTorch's recurrent layers really use.
 
     ``cases`` holds ``(num_layers, batch_size, hidden_size, bidirectional)``.
@@ -191,8 +188,9 @@ def check_hidden_state_shape(
     report("hidden_state_shape", len(cases), None, "the shapes nn.GRU and nn.LSTM return")
 
 
-def check_gru_quiz(answer) -> None:
-    """The seed's quiz: h_n's shape for nn.GRU(100, 20, 1, batch_first=True) on batches of 3."""
+def _check_gru_quiz(answer) -> None:
+    """The quiz of Udacity's RNN lesson: h_n's shape for nn.GRU(100, 20, 1, batch_first=True) on
+    batches of 3."""
     expected = _true_hidden_shape(1, 3, 20, False, kind=nn.GRU, input_size=100)
     got = _plain_shape(answer)
     if not (isinstance(got, tuple) and len(got) == 3 and all(type(d) is int for d in got)):
@@ -226,7 +224,7 @@ def measured_gradient_behaviour(weight_scale: float, seq_length: int = 40) -> st
     return "stays constant"
 
 
-def check_gradient_answers(small_weights_gradient, large_weights_gradient) -> None:
+def _check_gradient_answers(small_weights_gradient, large_weights_gradient) -> None:
     """The learner's reading of the vanishing/exploding plot matches the measurement."""
     for name, answer, scale in (
         ("small_weights_gradient", small_weights_gradient, 0.7),
@@ -243,24 +241,52 @@ def check_gradient_answers(small_weights_gradient, large_weights_gradient) -> No
     report("gradient questions", 2)
 
 
-#: Every exercise of the lesson with its full check (visible and hidden cases), for pytest.
-EXERCISES = {
-    "rnn_cell": lambda ns: check_rnn_cell(
-        get(ns, "rnn_cell"), sizes=((3, 4, 5), (2, 6, 3), (1, 1, 1), (5, 2, 7))
-    ),
-    "rnn_forward": lambda ns: after(
+#: Every exercise of the lesson, with its visible and hidden cases: the notebook's test cells,
+#: the autograder and ``make check`` all run these.
+EXERCISES = exercise_table(
+    Exercise(
         "rnn_cell",
-        lambda: check_rnn_forward(
-            get(ns, "rnn_forward"), sizes=((2, 5, 3, 4), (3, 2, 4, 2), (1, 1, 1, 1), (4, 7, 2, 3))
-        ),
-        lambda: check_rnn_cell(get(ns, "rnn_cell")),
+        "check_rnn_cell",
+        _check_rnn_cell,
+        reads=("rnn_cell",),
+        visible={"sizes": ((3, 4, 5), (2, 6, 3)), "seed": 0},
+        hidden={"sizes": ((1, 1, 1), (5, 2, 7), (4, 9, 6)), "seed": 1234},
     ),
-    "hidden_state_shape": lambda ns: check_hidden_state_shape(
-        get(ns, "hidden_state_shape"),
-        cases=((1, 3, 20, False), (2, 4, 8, False), (2, 5, 6, True), (3, 1, 1, True)),
+    Exercise(
+        "rnn_forward",
+        "check_rnn_forward",
+        _check_rnn_forward,
+        reads=("rnn_forward",),
+        visible={"sizes": ((2, 5, 3, 4), (3, 2, 4, 2)), "seed": 10},
+        hidden={"sizes": ((1, 1, 1, 1), (4, 7, 2, 3), (2, 12, 5, 1)), "seed": 4321},
+        prerequisite="rnn_cell",
     ),
-    "gru_quiz_answer": lambda ns: check_gru_quiz(get(ns, "gru_quiz_answer")),
-    "gradient_answers": lambda ns: check_gradient_answers(
-        get(ns, "small_weights_gradient"), get(ns, "large_weights_gradient")
+    Exercise(
+        "hidden_state_shape",
+        "check_hidden_state_shape",
+        _check_hidden_state_shape,
+        reads=("hidden_state_shape",),
+        visible={"cases": ((1, 3, 20, False), (2, 4, 8, False), (2, 5, 6, True))},
+        hidden={"cases": ((3, 1, 1, True), (4, 7, 2, False), (1, 2, 9, True))},
     ),
-}
+    Exercise(
+        "gru_quiz_answer",
+        "check_gru_quiz",
+        _check_gru_quiz,
+        reads=("gru_quiz_answer",),
+        visible={},
+        grade_id="gru_quiz_check",
+    ),
+    Exercise(
+        "gradient_answers",
+        "check_gradient_answers",
+        _check_gradient_answers,
+        reads=("small_weights_gradient", "large_weights_gradient"),
+        visible={},
+    ),
+)
+check_rnn_cell = EXERCISES["rnn_cell"].checker()
+check_rnn_forward = EXERCISES["rnn_forward"].checker()
+check_hidden_state_shape = EXERCISES["hidden_state_shape"].checker()
+check_gru_quiz = EXERCISES["gru_quiz_answer"].checker()
+check_gradient_answers = EXERCISES["gradient_answers"].checker()

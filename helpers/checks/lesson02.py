@@ -19,11 +19,12 @@ from torch import nn
 from helpers.checks.core import (
     Cause,
     CheckFailure,
+    Exercise,
     assert_close,
     assert_equal_values,
     call,
+    exercise_table,
     fail,
-    get,
     report,
 )
 from helpers.lstm import GRU_GATES, LSTM_GATES, SATURATED, fix_gate, gate_rows, read_gates
@@ -274,7 +275,7 @@ def _lstm_inputs(case: Case, **extra) -> dict:
 # --------------------------------------------------------------------------- the four gates
 
 
-def check_forget_gate(forget_gate, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 0) -> None:
+def _check_forget_gate(forget_gate, *, sizes, seed: int) -> None:
     """``forget_gate(ltm, stm, event, params) -> ltm * f`` equals nn.LSTMCell's forget gate.
 
     ``sizes`` holds ``(batch, input_size, hidden_size)`` tuples.
@@ -316,7 +317,7 @@ def check_forget_gate(forget_gate, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 0) 
     report("forget_gate", len(sizes), worst, LSTM_CELL)
 
 
-def check_learn_gate(learn_gate, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 10) -> None:
+def _check_learn_gate(learn_gate, *, sizes, seed: int) -> None:
     """``learn_gate(stm, event, params) -> i * g`` equals what nn.LSTMCell learns at a step."""
     worst = 0.0
     for k, size in enumerate(sizes):
@@ -359,7 +360,7 @@ def check_learn_gate(learn_gate, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 10) -
     report("learn_gate", len(sizes), worst, LSTM_CELL)
 
 
-def check_remember_gate(remember_gate, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 20) -> None:
+def _check_remember_gate(remember_gate, *, sizes, seed: int) -> None:
     """``remember_gate(kept_ltm, learned) -> new_ltm`` gives nn.LSTMCell's new cell state."""
     worst = 0.0
     for k, size in enumerate(sizes):
@@ -413,7 +414,7 @@ def _use_gate_causes(new_ltm, x, h, params):
     ]
 
 
-def check_use_gate(use_gate, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 30) -> None:
+def _check_use_gate(use_gate, *, sizes, seed: int) -> None:
     """``use_gate(new_ltm, stm, event, params) -> o * tanh(new_ltm)`` equals nn.LSTMCell's STM."""
     worst = 0.0
     for k, size in enumerate(sizes):
@@ -498,7 +499,7 @@ def _check_lstm_step(exercise, fn, case, extra_args=(), reference=LSTM_CELL):
     )
 
 
-def check_lstm_cell(lstm_cell, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 40) -> None:
+def _check_lstm_cell(lstm_cell, *, sizes, seed: int) -> None:
     """``lstm_cell(event, (stm, ltm), params) -> (new_stm, new_ltm)`` equals nn.LSTMCell."""
     worst = 0.0
     for k, size in enumerate(sizes):
@@ -595,12 +596,7 @@ def _unpack_forward(exercise, got, inputs):
     return got[0], final[0], final[1]
 
 
-def check_lstm_forward(
-    lstm_forward,
-    sizes=((2, 5, 3, 4), (3, 2, 4, 4)),
-    stacked_sizes=((2, 4, 3, 5),),
-    seed: int = 50,
-) -> None:
+def _check_lstm_forward(lstm_forward, *, sizes, stacked_sizes, seed: int) -> None:
     """``lstm_forward(events, (stm, ltm), params) -> (outputs, (stm_n, ltm_n))`` equals a
     one-layer ``nn.LSTM(batch_first=True)``; two of them stacked equal a two-layer ``nn.LSTM``.
 
@@ -735,7 +731,7 @@ def _gru_causes(case: Case):
     return found
 
 
-def check_gru_cell(gru_cell, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 60) -> None:
+def _check_gru_cell(gru_cell, *, sizes, seed: int) -> None:
     """``gru_cell(x, h, params) -> h_next`` equals ``nn.GRUCell`` (params: its 4 tensors)."""
     worst = 0.0
     for k, size in enumerate(sizes):
@@ -818,8 +814,8 @@ def _peephole_causes(case: Case, part: int):
     ]
 
 
-def check_peephole_lstm_cell(
-    peephole_lstm_cell, sizes=((3, 4, 5), (2, 3, 3)), seed: int = 70, gradcheck: bool = True
+def _check_peephole_lstm_cell(
+    peephole_lstm_cell, *, sizes, seed: int, gradcheck: bool = True
 ) -> None:
     """``peephole_lstm_cell(event, (stm, ltm), params, peepholes)``: equals the LSTM cell when the
     peepholes are zero, equals the peephole LSTM (built from nn.LSTMCell) when they are not, and
@@ -911,9 +907,7 @@ def _count(input_size, hidden_size, num_layers, bias) -> int:
     return sum(p.numel() for p in lstm.parameters())
 
 
-def check_lstm_param_count(
-    lstm_param_count, cases=((10, 20, 1, True), (3, 5, 2, True), (7, 4, 3, False))
-) -> None:
+def _check_lstm_param_count(lstm_param_count, *, cases) -> None:
     """``lstm_param_count(input_size, hidden_size, num_layers=1, bias=True)`` equals the number of
     parameters of ``nn.LSTM`` with those arguments. ``cases`` holds such 4-tuples."""
     checks = [(size, {"num_layers": size[2], "bias": size[3]}) for size in cases]
@@ -960,31 +954,101 @@ def check_lstm_param_count(
     report("lstm_param_count", len(checks), None, "nn.LSTM's parameter count")
 
 
-#: Every exercise of the lesson with its full check (visible and hidden cases), for pytest.
-HIDDEN_SIZES = ((3, 4, 5), (2, 3, 3), (1, 1, 1), (5, 2, 1), (1, 6, 6), (4, 7, 2))
-EXERCISES = {
-    "forget_gate": lambda ns: check_forget_gate(get(ns, "forget_gate"), sizes=HIDDEN_SIZES),
-    "learn_gate": lambda ns: check_learn_gate(get(ns, "learn_gate"), sizes=HIDDEN_SIZES),
-    "remember_gate": lambda ns: check_remember_gate(get(ns, "remember_gate"), sizes=HIDDEN_SIZES),
-    "use_gate": lambda ns: check_use_gate(get(ns, "use_gate"), sizes=HIDDEN_SIZES),
-    "lstm_cell": lambda ns: check_lstm_cell(get(ns, "lstm_cell"), sizes=HIDDEN_SIZES),
-    "lstm_forward": lambda ns: check_lstm_forward(
-        get(ns, "lstm_forward"),
-        sizes=((2, 5, 3, 4), (3, 2, 4, 4), (1, 1, 1, 1), (4, 6, 2, 1), (1, 3, 5, 5)),
-        stacked_sizes=((2, 4, 3, 5), (1, 3, 2, 1)),
+#: (batch, input_size, hidden_size) of the visible and of the hidden cases of the cell checks.
+SIZES = ((3, 4, 5), (2, 3, 3))
+HIDDEN_SIZES = ((1, 1, 1), (5, 2, 1), (1, 6, 6), (4, 7, 2))
+
+#: Every exercise of the lesson, with its visible and hidden cases: the notebook's test cells,
+#: the autograder and ``make check`` all run these.
+EXERCISES = exercise_table(
+    Exercise(
+        "forget_gate",
+        "check_forget_gate",
+        _check_forget_gate,
+        reads=("forget_gate",),
+        visible={"sizes": SIZES, "seed": 0},
+        hidden={"sizes": HIDDEN_SIZES, "seed": 1000},
     ),
-    "gru_cell": lambda ns: check_gru_cell(get(ns, "gru_cell"), sizes=HIDDEN_SIZES),
-    "peephole_lstm_cell": lambda ns: check_peephole_lstm_cell(
-        get(ns, "peephole_lstm_cell"), sizes=HIDDEN_SIZES
+    Exercise(
+        "learn_gate",
+        "check_learn_gate",
+        _check_learn_gate,
+        reads=("learn_gate",),
+        visible={"sizes": SIZES, "seed": 10},
+        hidden={"sizes": HIDDEN_SIZES, "seed": 1100},
     ),
-    "lstm_param_count": lambda ns: check_lstm_param_count(
-        get(ns, "lstm_param_count"),
-        cases=(
-            (10, 20, 1, True),
-            (3, 5, 2, True),
-            (7, 4, 3, False),
-            (1, 1, 1, True),
-            (16, 32, 2, False),
-        ),
+    Exercise(
+        "remember_gate",
+        "check_remember_gate",
+        _check_remember_gate,
+        reads=("remember_gate",),
+        visible={"sizes": SIZES, "seed": 20},
+        hidden={"sizes": HIDDEN_SIZES, "seed": 1200},
     ),
-}
+    Exercise(
+        "use_gate",
+        "check_use_gate",
+        _check_use_gate,
+        reads=("use_gate",),
+        visible={"sizes": SIZES, "seed": 30},
+        hidden={"sizes": HIDDEN_SIZES, "seed": 1300},
+    ),
+    Exercise(
+        "lstm_cell",
+        "check_lstm_cell",
+        _check_lstm_cell,
+        reads=("lstm_cell",),
+        visible={"sizes": SIZES, "seed": 40},
+        hidden={"sizes": HIDDEN_SIZES, "seed": 1400},
+    ),
+    Exercise(
+        "lstm_forward",
+        "check_lstm_forward",
+        _check_lstm_forward,
+        reads=("lstm_forward",),
+        visible={
+            "sizes": ((2, 5, 3, 4), (3, 2, 4, 4)),
+            "stacked_sizes": ((2, 4, 3, 5),),
+            "seed": 50,
+        },
+        hidden={
+            "sizes": ((1, 1, 1, 1), (4, 6, 2, 1), (1, 3, 5, 5)),
+            "stacked_sizes": ((1, 3, 2, 1), (3, 2, 4, 3)),
+            "seed": 1500,
+        },
+    ),
+    Exercise(
+        "gru_cell",
+        "check_gru_cell",
+        _check_gru_cell,
+        reads=("gru_cell",),
+        visible={"sizes": SIZES, "seed": 60},
+        hidden={"sizes": HIDDEN_SIZES, "seed": 1600},
+    ),
+    Exercise(
+        "peephole_lstm_cell",
+        "check_peephole_lstm_cell",
+        _check_peephole_lstm_cell,
+        reads=("peephole_lstm_cell",),
+        visible={"sizes": SIZES, "seed": 70},
+        hidden={"sizes": HIDDEN_SIZES, "seed": 1700, "gradcheck": False},
+    ),
+    Exercise(
+        "lstm_param_count",
+        "check_lstm_param_count",
+        _check_lstm_param_count,
+        reads=("lstm_param_count",),
+        visible={"cases": ((10, 20, 1, True), (3, 5, 2, True), (7, 4, 3, False))},
+        hidden={"cases": ((1, 1, 1, True), (16, 32, 2, False), (5, 3, 4, True))},
+    ),
+)
+
+check_forget_gate = EXERCISES["forget_gate"].checker()
+check_learn_gate = EXERCISES["learn_gate"].checker()
+check_remember_gate = EXERCISES["remember_gate"].checker()
+check_use_gate = EXERCISES["use_gate"].checker()
+check_lstm_cell = EXERCISES["lstm_cell"].checker()
+check_lstm_forward = EXERCISES["lstm_forward"].checker()
+check_gru_cell = EXERCISES["gru_cell"].checker()
+check_peephole_lstm_cell = EXERCISES["peephole_lstm_cell"].checker()
+check_lstm_param_count = EXERCISES["lstm_param_count"].checker()

@@ -18,7 +18,15 @@ import math
 import torch
 from torch import nn
 
-from helpers.checks.core import CheckFailure, assert_close, call, fail, get, report
+from helpers.checks.core import (
+    CheckFailure,
+    Exercise,
+    assert_close,
+    call,
+    exercise_table,
+    fail,
+    report,
+)
 from helpers.timeseries import (
     WARMUP,
     cpu_threads,
@@ -142,11 +150,7 @@ def _check_output_shape(exercise, output, batch, seq, output_size, inputs) -> No
     )
 
 
-def check_simple_rnn(
-    SimpleRNN,
-    cases=((1, 1, 32, 1, 4, 10), (3, 2, 5, 2, 3, 7)),
-    seed: int = 0,
-) -> None:
+def _check_simple_rnn(SimpleRNN, *, cases, seed: int) -> None:
     """``SimpleRNN`` is an ``nn.RNN`` with a linear head that uses and returns the hidden state.
 
     ``cases`` holds ``(input_size, output_size, hidden_dim, n_layers, batch, seq_length)``.
@@ -404,10 +408,11 @@ def _check_windows(recorder: _Recorder, seq_length: int) -> None:
         )
 
 
-def check_train_rnn(
+def _check_train_rnn(
     train_rnn,
     SimpleRNN,
-    configs=((32, 1, 20, 0),),
+    *,
+    configs,
     n_steps: int = TRAIN_STEPS,
     threshold: float = TRAIN_THRESHOLD,
 ) -> None:
@@ -469,18 +474,32 @@ def check_train_rnn(
 def check_simple_rnn_quietly(SimpleRNN) -> None:
     """``check_simple_rnn`` on one small case, without printing."""
     with contextlib.redirect_stdout(io.StringIO()):
-        check_simple_rnn(SimpleRNN, cases=((1, 1, 8, 1, 2, 5),), seed=7)
+        _check_simple_rnn(SimpleRNN, cases=((1, 1, 8, 1, 2, 5),), seed=7)
 
 
-#: Every exercise of the lesson with its full check (visible and hidden cases), for pytest.
-EXERCISES = {
-    "SimpleRNN": lambda ns: check_simple_rnn(
-        get(ns, "SimpleRNN"),
-        cases=((1, 1, 32, 1, 4, 10), (3, 2, 5, 2, 3, 7), (1, 1, 1, 1, 1, 1), (2, 3, 6, 3, 5, 4)),
+#: Every exercise of the lesson, with its visible and hidden cases: the notebook's test cells,
+#: the autograder and ``make check`` all run these.
+EXERCISES = exercise_table(
+    Exercise(
+        "SimpleRNN",
+        "check_simple_rnn",
+        _check_simple_rnn,
+        reads=("SimpleRNN",),
+        visible={"cases": ((1, 1, 32, 1, 4, 10), (3, 2, 5, 2, 3, 7)), "seed": 0},
+        hidden={
+            "cases": ((1, 1, 1, 1, 1, 1), (2, 3, 6, 3, 5, 4), (4, 1, 16, 2, 2, 9)),
+            "seed": 321,
+        },
     ),
-    "train_rnn": lambda ns: check_train_rnn(
-        get(ns, "train_rnn"),
-        get(ns, "SimpleRNN"),
-        configs=((32, 1, 20, 0), (16, 1, 10, 1), (16, 2, 30, 2)),
+    Exercise(
+        "train_rnn",
+        "check_train_rnn",
+        _check_train_rnn,
+        reads=("train_rnn", "SimpleRNN"),
+        visible={"configs": ((32, 1, 20, 0),)},
+        hidden={"configs": ((16, 2, 30, 2),)},
     ),
-}
+)
+
+check_simple_rnn = EXERCISES["SimpleRNN"].checker()
+check_train_rnn = EXERCISES["train_rnn"].checker()

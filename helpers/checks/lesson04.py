@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.checks.core import Cause, assert_close, call, fail, get, report
+from helpers.checks.core import Cause, Exercise, assert_close, call, exercise_table, fail, report
 from helpers.text import Vocab
 
 # ----------------------------------------------------------------------------- one_hot_encode
 
 
-def check_one_hot_encode(one_hot_encode, cases=(((3,), 4), ((2, 5), 7)), seed: int = 0) -> None:
+def _check_one_hot_encode(one_hot_encode, *, cases, seed: int) -> None:
     """``one_hot_encode(arr, n_labels)`` equals ``torch.nn.functional.one_hot`` as float32.
 
     ``cases`` holds ``(shape of arr, n_labels)`` pairs; ``arr`` is random ints in ``[0, n_labels)``.
@@ -266,9 +266,7 @@ def _check_too_short(get_batches, batch_size, seq_length) -> None:
     )
 
 
-def check_get_batches(
-    get_batches, cases=((13, 2, 3), (100, 4, 5), (61, 3, 4)), seed: int = 0
-) -> None:
+def _check_get_batches(get_batches, *, cases, seed: int) -> None:
     """Properties of ``get_batches`` on each ``(text length, batch_size, seq_length)`` case.
 
     Only full batches; ``y`` is ``x`` shifted by one with the true next character (never a
@@ -367,11 +365,7 @@ def _check_hidden(name, hidden, num_layers, batch, hidden_size, what):
             )
 
 
-def check_char_rnn(
-    CharRNN,
-    cases=((7, 16, 1, 3, 5), (11, 8, 2, 2, 4)),
-    seed: int = 0,
-) -> None:
+def _check_char_rnn(CharRNN, *, cases, seed: int) -> None:
     """``CharRNN`` equals one-hot -> ``nn.LSTM`` -> ``nn.Linear`` on its own weights.
 
     ``cases`` holds ``(vocab_size, hidden_size, num_layers, batch, seq_length)``. Also checks
@@ -553,7 +547,7 @@ def _frequencies(text: str, vocab: Vocab) -> np.ndarray:
     return counts / max(len(text), 1)
 
 
-def check_sample(sample, n_draws: int = 1000, seed: int = 0) -> None:
+def _check_sample(sample, *, n_draws: int, seed: int) -> None:
     """Properties of ``sample(model, vocab, prime, length, temperature, top_k, generator)``.
 
     Uses stand-in models: one whose prediction is certain and depends on the hidden state (the
@@ -689,17 +683,44 @@ def check_sample(sample, n_draws: int = 1000, seed: int = 0) -> None:
     )
 
 
-#: Every exercise of the lesson with its full check (visible and hidden cases), for pytest.
-EXERCISES = {
-    "one_hot_encode": lambda ns: check_one_hot_encode(
-        get(ns, "one_hot_encode"), cases=(((3,), 4), ((2, 5), 7), ((1,), 1), ((3, 2, 4), 65))
+#: Every exercise of the lesson, with its visible and hidden cases: the notebook's test cells,
+#: the autograder and ``make check`` all run these.
+EXERCISES = exercise_table(
+    Exercise(
+        "one_hot_encode",
+        "check_one_hot_encode",
+        _check_one_hot_encode,
+        reads=("one_hot_encode",),
+        visible={"cases": (((3,), 4), ((2, 5), 7)), "seed": 0},
+        hidden={"cases": (((1,), 1), ((3, 2, 4), 65), ((6,), 10)), "seed": 99},
     ),
-    "get_batches": lambda ns: check_get_batches(
-        get(ns, "get_batches"),
-        cases=((13, 2, 3), (100, 4, 5), (61, 3, 4), (25, 4, 6), (1000, 8, 16), (7, 1, 6)),
+    Exercise(
+        "get_batches",
+        "check_get_batches",
+        _check_get_batches,
+        reads=("get_batches",),
+        visible={"cases": ((13, 2, 3), (100, 4, 5), (61, 3, 4)), "seed": 0},
+        hidden={"cases": ((25, 4, 6), (1000, 8, 16), (7, 1, 6), (64, 1, 1)), "seed": 7},
     ),
-    "CharRNN": lambda ns: check_char_rnn(
-        get(ns, "CharRNN"), cases=((7, 16, 1, 3, 5), (11, 8, 2, 2, 4), (3, 4, 3, 1, 1))
+    Exercise(
+        "CharRNN",
+        "check_char_rnn",
+        _check_char_rnn,
+        reads=("CharRNN",),
+        visible={"cases": ((7, 16, 1, 3, 5), (11, 8, 2, 2, 4)), "seed": 0},
+        hidden={"cases": ((3, 4, 3, 1, 1), (65, 32, 1, 4, 7), (5, 6, 2, 1, 9)), "seed": 21},
     ),
-    "sample": lambda ns: check_sample(get(ns, "sample"), seed=3),
-}
+    Exercise(
+        "sample",
+        "check_sample",
+        _check_sample,
+        reads=("sample",),
+        visible={"n_draws": 1000, "seed": 0},
+        hidden={"n_draws": 1500, "seed": 11},
+    ),
+)
+
+check_one_hot_encode = EXERCISES["one_hot_encode"].checker()
+check_get_batches = EXERCISES["get_batches"].checker()
+check_char_rnn = EXERCISES["CharRNN"].checker()
+check_sample = EXERCISES["sample"].checker()
