@@ -6,7 +6,6 @@ import contextlib
 import io
 
 import nbformat
-import numpy as np
 import pytest
 import torch
 
@@ -22,7 +21,6 @@ from helpers.checks.core import (
 )
 from helpers.experiments import gradient_norms_through_time, orthogonal
 from helpers.plotting import plot_gradient_norms
-from helpers.shapes import expect_tensor
 
 # --- runtime -------------------------------------------------------------------------------
 
@@ -78,32 +76,6 @@ def test_data_files_match_their_provenance_note():
     digest = hashlib.sha256(helpers.data_path("tinyshakespeare.txt").read_bytes()).hexdigest()
     note = (helpers.DATA_DIR / "README.md").read_text()
     assert digest in note
-
-
-# --- shapes --------------------------------------------------------------------------------
-
-
-def test_expect_tensor_binds_sizes():
-    sizes = expect_tensor(torch.zeros(2, 5, 3), "x", ("batch", "seq", "input"))
-    assert sizes == {"batch": 2, "seq": 5, "input": 3}
-    expect_tensor(torch.zeros(2, 4), "h", ("batch", 4), sizes=sizes)
-
-
-@pytest.mark.parametrize(
-    ("value", "match"),
-    [
-        (np.zeros((2, 3)), "should be a torch.Tensor"),
-        (torch.zeros(2, 3, 1, 1), "should have 3 dimensions"),
-        (torch.zeros(2, 0, 3), "empty along 'seq'"),
-        (torch.zeros(2, 5, 3, dtype=torch.int64), "dtype"),
-        (torch.zeros(3, 5, 3), "batch=3, but batch=2 elsewhere"),
-    ],
-)
-def test_expect_tensor_bad_input(value, match):
-    with pytest.raises(ValueError, match=match):
-        expect_tensor(
-            value, "x", ("batch", "seq", "input"), dtype=torch.float32, sizes={"batch": 2}
-        )
 
 
 # --- notebook loader -----------------------------------------------------------------------

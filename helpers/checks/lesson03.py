@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from helpers.checks.core import (
+    F32_ATOL,
+    F32_RTOL,
     CheckFailure,
     Exercise,
     assert_close,
@@ -226,8 +228,8 @@ def _check_simple_rnn(SimpleRNN, *, cases, seed: int) -> None:
                 inputs=inputs,
                 name="output (batch, seq, output_size)",
                 reference="its nn.RNN followed by its nn.Linear on every step",
-                atol=1e-5,
-                rtol=1e-4,
+                atol=F32_ATOL,
+                rtol=F32_RTOL,
             ),
         )
         worst = max(
@@ -239,8 +241,8 @@ def _check_simple_rnn(SimpleRNN, *, cases, seed: int) -> None:
                 inputs=inputs,
                 name="hidden (n_layers, batch, hidden_dim)",
                 reference="the hidden state its nn.RNN returns",
-                atol=1e-5,
-                rtol=1e-4,
+                atol=F32_ATOL,
+                rtol=F32_RTOL,
             ),
         )
 
@@ -256,8 +258,8 @@ def _check_simple_rnn(SimpleRNN, *, cases, seed: int) -> None:
                 inputs=none_inputs,
                 name="output for hidden=None",
                 reference="starting from a zero hidden state (what nn.RNN does with None)",
-                atol=1e-5,
-                rtol=1e-4,
+                atol=F32_ATOL,
+                rtol=F32_RTOL,
             ),
         )
     report(exercise, len(cases), worst, "torch.nn.RNN + torch.nn.Linear")

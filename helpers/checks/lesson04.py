@@ -14,7 +14,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.checks.core import Cause, Exercise, assert_close, call, exercise_table, fail, report
+from helpers.checks.core import (
+    F32_ATOL,
+    F32_RTOL,
+    Cause,
+    Exercise,
+    assert_close,
+    call,
+    exercise_table,
+    fail,
+    report,
+)
 from helpers.text import Vocab
 
 # ----------------------------------------------------------------------------- one_hot_encode
@@ -31,12 +41,7 @@ def _check_one_hot_encode(one_hot_encode, *, cases, seed: int) -> None:
         arr = rng.integers(0, n_labels, size=shape).astype(np.int64)
         where = f"one_hot_encode(arr of shape {arr.shape}, n_labels={n_labels})"
         before = arr.copy()
-        try:
-            got = one_hot_encode(arr, n_labels)
-        except NotImplementedError:
-            fail(name, "not implemented yet: replace `raise NotImplementedError()` with your code.")
-        except Exception as exc:
-            fail(name, f"{where} raised {type(exc).__name__}: {exc}")
+        got = call(name, one_hot_encode, arr, n_labels, inputs={"arr": arr, "n_labels": n_labels})
         if not np.array_equal(arr, before):
             fail(name, f"{where} changed its input array in place; build a new array instead.")
         expected = torch.nn.functional.one_hot(torch.from_numpy(arr), n_labels).numpy()
@@ -86,20 +91,21 @@ def _check_one_hot_encode(one_hot_encode, *, cases, seed: int) -> None:
 
 
 def _collect(get_batches, arr, batch_size, seq_length, limit, inputs):
-    name = "get_batches"
-    try:
-        produced = get_batches(arr, batch_size, seq_length)
-        iterator = iter(produced)
-        batches = list(itertools.islice(iterator, limit + 1))
-    except NotImplementedError:
-        fail(
-            name,
-            "not implemented yet: replace `raise NotImplementedError()` with your code.",
-            inputs,
-        )
-    except Exception as exc:
-        fail(name, f"raised {type(exc).__name__}: {exc}", inputs)
-    return batches
+    return call(
+        "get_batches",
+        _first_batches,
+        get_batches,
+        arr,
+        batch_size,
+        seq_length,
+        limit + 1,
+        inputs=inputs,
+    )
+
+
+def _first_batches(get_batches, arr, batch_size, seq_length, count) -> list:
+    """The first ``count`` batches ``get_batches`` yields (the generator runs inside ``call``)."""
+    return list(itertools.islice(iter(get_batches(arr, batch_size, seq_length)), count))
 
 
 def _positions_text(row) -> str:
@@ -246,16 +252,23 @@ def _check_too_short(get_batches, batch_size, seq_length) -> None:
     text = (
         f"get_batches(arr of {length} characters, batch_size={batch_size}, seq_length={seq_length})"
     )
+    inputs = {"arr": arr, "batch_size": batch_size, "seq_length": seq_length}
     try:
-        produced = list(itertools.islice(iter(get_batches(arr, batch_size, seq_length)), 3))
+        produced = call(
+            name,
+            _first_batches,
+            get_batches,
+            arr,
+            batch_size,
+            seq_length,
+            3,
+            inputs=inputs,
+            expect=(ValueError,),
+        )
     except ValueError as exc:
         if not str(exc).strip():
             fail(name, f"{text} raised ValueError without a message; say what was expected")
         return
-    except NotImplementedError:
-        fail(name, "not implemented yet: replace `raise NotImplementedError()` with your code.")
-    except Exception as exc:
-        fail(name, f"{text} raised {type(exc).__name__}: {exc}; it should raise ValueError")
     fail(
         name,
         f"{text} yielded {len(produced)} batches without complaint; it should raise "
@@ -286,8 +299,6 @@ def _check_get_batches(get_batches, *, cases, seed: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ CharRNN
-
-_ONE_HOT_HINT = "turn x into one-hot vectors (F.one_hot(x, vocab_size).float()) and feed them to"
 
 
 def _build(CharRNN, vocab_size, hidden_size, num_layers, dropout):
@@ -424,8 +435,8 @@ def _check_char_rnn(CharRNN, *, cases, seed: int) -> None:
                 inputs=inputs,
                 name="logits (batch, seq, vocab_size)",
                 reference="one-hot -> torch.nn.LSTM -> torch.nn.Linear",
-                atol=1e-5,
-                rtol=1e-4,
+                atol=F32_ATOL,
+                rtol=F32_RTOL,
                 causes=causes,
             ),
         )
@@ -440,8 +451,8 @@ def _check_char_rnn(CharRNN, *, cases, seed: int) -> None:
                     inputs=inputs,
                     name=f"returned {label}",
                     reference="torch.nn.LSTM's final state",
-                    atol=1e-5,
-                    rtol=1e-4,
+                    atol=F32_ATOL,
+                    rtol=F32_RTOL,
                     causes=[
                         Cause(
                             "the input hidden state is returned unchanged: return the "
