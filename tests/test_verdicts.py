@@ -4,9 +4,12 @@ Both read the lesson's case table (``helpers/checks/lesson0N.py``), so passing `
 must mean full points from the autograder, and failing it must cost that exercise's points. This
 file proves it on a corpus generated from the solutions: for every exercise of every lesson,
 three notebooks that each break that one exercise in a different way (left unanswered, always
-wrong, wrong only on small sizes such as a batch of 1 — which only some case sets contain). Each
+wrong, wrong only on small sizes such as a batch of 1, which only some case sets contain). Each
 notebook is checked the way ``make check`` does it and graded by the course's sandboxed
-``make autograde``; for every exercise of every notebook, full points ⇔ passed.
+``make autograde``; for every exercise of every notebook, full points ⇔ passed. The corpus
+notebooks leave out the training cells, which ``make check`` skips too, so both sides run the
+same code. Per lesson and way of breaking there are two notebooks (the odd and the even
+exercises broken), so each exercise is also graded intact beside broken ones.
 
 It also checks, without running anything, that every test cell in ``solutions/`` is exactly the
 call its case table prescribes (visible cases, then the hidden ones).
@@ -28,6 +31,7 @@ from conftest import ROOT, lesson_ids, nbgrader_env, notebook_path
 from helpers.checks import exercises
 from helpers.checks.run import check_notebook
 from helpers.course import is_test_cell
+from helpers.notebook import TRAINING_TAG
 
 # Appended to the cell that defines the exercise's object: rebinds the name to a version whose
 # results are changed (always, or only when an input has a size of 1). Quiz answers (plain
@@ -130,6 +134,9 @@ def broken_notebook(lesson: str, broken: tuple[str, ...], how: str):
         else:
             edge = how == "edge"
             cell.source += f"\n{textwrap.dedent(_BREAK)}\n{name} = _course_break({name}, {edge})\n"
+    # make check never runs the training cells; without them the autograder sees the same code
+    # (and the corpus grades in a fraction of the time)
+    nb.cells = [c for c in nb.cells if TRAINING_TAG not in c.metadata.get("tags", [])]
     return nb
 
 
@@ -186,17 +193,21 @@ def corpus(tmp_path_factory):
         nbformat.write(broken_notebook(lesson, broken, how), paths[student])
     # the grader mostly waits on its kernels: check the notebooks in here meanwhile
     grader = subprocess.Popen(
-        [sys.executable, "-m", "helpers.grading", "autograde", "--root", str(course), "--jobs=4"],
+        [sys.executable, "-m", "helpers.grading", "autograde", "--root", str(course), "--jobs=3"],
         env=nbgrader_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    checked = {}
+    checked, visible_only = {}, {}
     for student, path in paths.items():
+        lesson = CORPUS[student][0]
         with contextlib.redirect_stdout(io.StringIO()):
-            verdicts = check_notebook(CORPUS[student][0], load_notebook(path))
+            namespace = load_notebook(path)
+            verdicts = check_notebook(lesson, namespace)
+            visible = check_notebook(lesson, namespace, ("visible",))
         checked[student] = {v.exercise: v.passed for v in verdicts}
+        visible_only[student] = {v.exercise: v.passed for v in visible}
     log, _ = grader.communicate(timeout=1200)
     assert grader.returncode == 0, log
     from nbgrader.api import Gradebook
@@ -209,12 +220,12 @@ def corpus(tmp_path_factory):
                 grade = gb.find_grade(e.grade_id, lesson, lesson, student)
                 full[e.name] = grade.score == grade.max_score
             graded[student] = full
-    return checked, graded, log
+    return checked, graded, log, visible_only
 
 
 @pytest.mark.slow
 def test_make_check_agrees_with_autograde(corpus):
-    checked, graded, log = corpus
+    checked, graded, log, _ = corpus
     disagree = [
         f"{student} ({CORPUS[student][2]}: {', '.join(CORPUS[student][1])}): {name}: make check "
         f"{'passes' if checked[student][name] else 'fails'}, autograde gives "
@@ -234,7 +245,7 @@ UNCAUGHT = {("04_char_lstm", "sample", "edge"), ("03_time_series_rnn", "train_rn
 @pytest.mark.slow
 def test_every_break_is_caught(corpus):
     """The corpus has teeth: each broken exercise fails (so the agreement above means something)."""
-    checked, _, _ = corpus
+    checked, _, _, _ = corpus
     missed = {
         (lesson, exercise, how)
         for student, (lesson, broken, how) in CORPUS.items()
@@ -242,3 +253,17 @@ def test_every_break_is_caught(corpus):
         if checked[student][exercise]
     }
     assert missed == UNCAUGHT, f"breaks that make check did not catch: {sorted(missed)}"
+
+
+@pytest.mark.slow
+def test_without_hidden_cases_the_verdicts_differ(corpus):
+    """Remove the hidden cases from make check's side and the verdicts part: the corpus is
+    sensitive to exactly the property it proves."""
+    _, graded, _, visible_only = corpus
+    differ = {
+        (CORPUS[student][0], name)
+        for student in CORPUS
+        for name in graded[student]
+        if visible_only[student][name] != graded[student][name]
+    }
+    assert len(differ) >= 5, f"only {sorted(differ)} depend on the hidden cases"

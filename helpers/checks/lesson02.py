@@ -958,49 +958,28 @@ def _check_lstm_param_count(lstm_param_count, *, cases) -> None:
 SIZES = ((3, 4, 5), (2, 3, 3))
 HIDDEN_SIZES = ((1, 1, 1), (5, 2, 1), (1, 6, 6), (4, 7, 2))
 
+
+def _cell_exercise(name: str, check, seed: int, **hidden) -> Exercise:
+    """A cell or gate exercise: ``SIZES`` visible, ``HIDDEN_SIZES`` hidden (seed ``1000 + 10 *
+    seed``); ``hidden`` adds keyword arguments to the hidden set."""
+    return Exercise(
+        name,
+        f"check_{name}",
+        check,
+        reads=(name,),
+        visible={"sizes": SIZES, "seed": seed},
+        hidden={"sizes": HIDDEN_SIZES, "seed": 1000 + 10 * seed, **hidden},
+    )
+
+
 #: Every exercise of the lesson, with its visible and hidden cases: the notebook's test cells,
 #: the autograder and ``make check`` all run these.
 EXERCISES = exercise_table(
-    Exercise(
-        "forget_gate",
-        "check_forget_gate",
-        _check_forget_gate,
-        reads=("forget_gate",),
-        visible={"sizes": SIZES, "seed": 0},
-        hidden={"sizes": HIDDEN_SIZES, "seed": 1000},
-    ),
-    Exercise(
-        "learn_gate",
-        "check_learn_gate",
-        _check_learn_gate,
-        reads=("learn_gate",),
-        visible={"sizes": SIZES, "seed": 10},
-        hidden={"sizes": HIDDEN_SIZES, "seed": 1100},
-    ),
-    Exercise(
-        "remember_gate",
-        "check_remember_gate",
-        _check_remember_gate,
-        reads=("remember_gate",),
-        visible={"sizes": SIZES, "seed": 20},
-        hidden={"sizes": HIDDEN_SIZES, "seed": 1200},
-    ),
-    Exercise(
-        "use_gate",
-        "check_use_gate",
-        _check_use_gate,
-        reads=("use_gate",),
-        visible={"sizes": SIZES, "seed": 30},
-        hidden={"sizes": HIDDEN_SIZES, "seed": 1300},
-    ),
-    Exercise(
-        "lstm_cell",
-        "check_lstm_cell",
-        _check_lstm_cell,
-        reads=("lstm_cell",),
-        visible={"sizes": SIZES, "seed": 40},
-        hidden={"sizes": HIDDEN_SIZES, "seed": 1400},
-    ),
+    _cell_exercise("forget_gate", _check_forget_gate, seed=0),
+    _cell_exercise("learn_gate", _check_learn_gate, seed=10),
+    _cell_exercise("remember_gate", _check_remember_gate, seed=20),
+    _cell_exercise("use_gate", _check_use_gate, seed=30),
+    _cell_exercise("lstm_cell", _check_lstm_cell, seed=40),
     Exercise(
         "lstm_forward",
         "check_lstm_forward",
@@ -1017,22 +996,9 @@ EXERCISES = exercise_table(
             "seed": 1500,
         },
     ),
-    Exercise(
-        "gru_cell",
-        "check_gru_cell",
-        _check_gru_cell,
-        reads=("gru_cell",),
-        visible={"sizes": SIZES, "seed": 60},
-        hidden={"sizes": HIDDEN_SIZES, "seed": 1600},
-    ),
-    Exercise(
-        "peephole_lstm_cell",
-        "check_peephole_lstm_cell",
-        _check_peephole_lstm_cell,
-        reads=("peephole_lstm_cell",),
-        visible={"sizes": SIZES, "seed": 70},
-        hidden={"sizes": HIDDEN_SIZES, "seed": 1700, "gradcheck": False},
-    ),
+    _cell_exercise("gru_cell", _check_gru_cell, seed=60),
+    # gradcheck (numerical gradients) runs on the visible cases only: it is the slow part
+    _cell_exercise("peephole_lstm_cell", _check_peephole_lstm_cell, seed=70, gradcheck=False),
     Exercise(
         "lstm_param_count",
         "check_lstm_param_count",

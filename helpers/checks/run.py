@@ -58,10 +58,11 @@ def points_of(lesson: str) -> dict[str, float]:
     return points
 
 
-def check_notebook(lesson: str, namespace) -> list[Verdict]:
+def check_notebook(lesson: str, namespace, which: tuple[str, ...] | None = None) -> list[Verdict]:
     """Run every exercise of ``lesson`` on a loaded notebook ``namespace``.
 
-    What the checks print is dropped, but for ``note:`` lines, which stay on stdout.
+    ``which`` limits the case sets (``("visible",)``); by default all run, as when grading. What
+    the checks print is dropped, but for ``note:`` lines, which stay on stdout.
     """
     from helpers.checks import CheckFailure, exercises
 
@@ -73,7 +74,7 @@ def check_notebook(lesson: str, namespace) -> list[Verdict]:
         out = io.StringIO()
         try:
             with contextlib.redirect_stdout(out):
-                exercise(namespace)
+                exercise.run(namespace, which)
             message = None
         except CheckFailure as failure:
             message = str(failure)
