@@ -9,6 +9,11 @@ Lesson 01 gets the full corpus (faults, tampering, resource abuse, broken files,
 cases, device mismatch); every other lesson that is released (``lessons/<id>/``) gets a few
 generic cases, so the corpus follows the course as lessons are added.
 
+Lesson 01's corpus is the table ``LESSON01``: one ``Row`` a case (student, category, summary,
+what it does to the solved notebook, what the grader must do, whether it is graded twice).
+The builders above it (``before``, ``after``, ``replace``, ``setup``, ``chain``, ``folder``,
+``raw``, ...) make the usual changes, so a new case is usually one row.
+
     python tests/hostile/generate.py OUT    # write the corpus to OUT/<student>/<lesson>/ and
                                             # OUT/expected.json, to look at it
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -236,90 +242,277 @@ class AlwaysEqual:
 
 
 # ----------------------------------------------------------------------------------------------
+# builders: what a case does to the solved notebook
+#
+# A case's ``submit`` is called with the solved notebook and the lesson; it returns the notebook
+# to submit as ``<lesson>.ipynb`` or a whole folder ({file name: notebook | bytes | Link}).
+
+Submit = Callable[[nbformat.NotebookNode, str], object]
+
+
+def solved(nb, lesson: str):
+    """The solved notebook, unchanged."""
+    return nb
+
+
+def released(nb, lesson: str):
+    """The release, unanswered."""
+    return blank(lesson)
+
+
+def empty(nb, lesson: str):
+    """A valid notebook with no cells."""
+    return nbformat.v4.new_notebook()
+
+
+def before(grade_id: str, code: str) -> Submit:
+    """Put ``code`` before a cell's source."""
+    return lambda nb, lesson: edit(nb, grade_id, before=code)
+
+
+def after(grade_id: str, code: str) -> Submit:
+    """Put ``code`` after a cell's source."""
+    return lambda nb, lesson: edit(nb, grade_id, after=code)
+
+
+def replace(grade_id: str, source: str) -> Submit:
+    """Put ``source`` instead of a cell's source."""
+    return lambda nb, lesson: edit(nb, grade_id, source=source)
+
+
+def setup(before: str = "", after: str = "") -> Submit:
+    """Put code before/after the first code cell (the notebook's imports)."""
+    return lambda nb, lesson: with_setup(nb, before, after)
+
+
+def unanswered(grade_id: str) -> Submit:
+    """Leave one exercise as released."""
+    return lambda nb, lesson: blank_exercise(nb, lesson, grade_id)
+
+
+def chain(*steps: Submit) -> Submit:
+    """Apply notebook changes one after the other."""
+
+    def run(nb, lesson: str):
+        for step in steps:
+            nb = step(nb, lesson)
+        return nb
+
+    return run
+
+
+def folder(contents: dict[str, object]) -> Submit:
+    """A whole submission folder: file name ("{lesson}" filled in) -> bytes, a Link or a
+    Submit (called with the solved notebook)."""
+
+    def run(nb, lesson: str):
+        return {
+            name.format(lesson=lesson): content(nb, lesson) if callable(content) else content
+            for name, content in contents.items()
+        }
+
+    return run
+
+
+def raw(data: bytes) -> Submit:
+    """``<lesson>.ipynb`` holding these bytes."""
+    return folder({"{lesson}.ipynb": data})
+
+
+def as_bytes(change: Callable[[bytes], bytes]) -> Submit:
+    """``<lesson>.ipynb`` holding the solved notebook's bytes, changed."""
+    return folder({"{lesson}.ipynb": lambda nb, lesson: change(ipynb(nb))})
+
+
+def wrong_rnn_cell(code: str = "") -> Submit:
+    """A wrong (sigmoid) rnn_cell, then ``code``."""
+    return replace("rnn_cell", SIGMOID_CELL + code)
+
+
+def rnn_cell_returning(expr: str) -> Submit:
+    """rnn_cell computes the right h_next but returns ``expr``."""
+    return replace(
+        "rnn_cell",
+        "def rnn_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh):\n"
+        "    h_next = torch.tanh(x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh)\n"
+        f"    return {expr}",
+    )
+
+
+def rnn_forward_returning(expr: str) -> Submit:
+    """rnn_forward wrapped: the right ``out, h`` computed, ``expr`` returned."""
+    return after(
+        "rnn_forward",
+        "_rnn_forward = rnn_forward\n"
+        "def rnn_forward(*args):\n"
+        "    out, h = _rnn_forward(*args)\n"
+        f"    return {expr}",
+    )
+
+
+def _tamper_tests(nb, lesson: str):
+    """A test cell edited, another deleted, a third duplicated."""
+    nb = edit(nb, "rnn_cell_check", source="print('all good')")
+    nb.cells = [c for c in nb.cells if _gid(c) != "rnn_forward_check"]
+    index = next(i for i, c in enumerate(nb.cells) if _gid(c) == "gru_quiz_check")
+    nb.cells.insert(index, copy.deepcopy(nb.cells[index]))
+    nb.cells[index].id = "duplicate"
+    return nb
+
+
+def _tamper_metadata(nb, lesson: str):
+    """Grading metadata changed every way: cell type, grade_id, points, test made an exercise."""
+    nb = copy.deepcopy(nb)
+    target = cell(nb, "hidden_state_shape_check")
+    target.cell_type = "markdown"
+    del target["outputs"], target["execution_count"]
+    cell(nb, "rnn_cell_check").metadata["nbgrader"]["grade_id"] = "free_points"
+    cell(nb, "gradient_answers_check").metadata["nbgrader"]["points"] = 100
+    cell(nb, "gru_quiz_check").metadata["nbgrader"].update(grade=False, solution=True, locked=False)
+    return nb
+
+
+def _pad_output(nb, lesson: str):
+    """6 MB of stdout in the first code cell's outputs."""
+    nb = copy.deepcopy(nb)
+    first_code(nb).outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="x" * (6 * 2**20))
+    ]
+    return nb
+
+
+def _halve(text: bytes) -> bytes:
+    return text[: len(text) // 2]
+
+
+def _nbformat_5(text: bytes) -> bytes:
+    wrong = json.loads(text)
+    wrong["nbformat"] = 5
+    return json.dumps(wrong).encode()
+
+
+def _link_to_solution(nb, lesson: str) -> Link:
+    return Link(str(ROOT / "solutions" / lesson / f"{lesson}.ipynb"))
+
+
+# ----------------------------------------------------------------------------------------------
 # the corpus
 
+#: In ``lost``: every test cell of the lesson loses its points, with this text in the reason.
+ALL = "*"
 
-def lesson01_cases() -> list[Case]:
-    lesson = L1
-    ok = perfect(lesson)
-    cases: list[Case] = []
 
-    def add(student, category, summary, nb_or_files, **kw):
-        if isinstance(nb_or_files, nbformat.NotebookNode):
-            nb_or_files = {f"{lesson}.ipynb": nb_or_files}
-        files = nb_or_files
-        cases.append(Case(student, lesson, category, summary, files, **kw))
+def cell_fails(reason: str = "") -> dict[str, str]:
+    """rnn_cell_check loses its points, and so does rnn_forward_check (rnn_forward uses it)."""
+    return {"rnn_cell_check": reason, "rnn_forward_check": ""}
 
-    forward_too = {"rnn_cell_check": "", "rnn_forward_check": ""}  # rnn_forward uses rnn_cell
 
+@dataclass(frozen=True)
+class Row:
+    """One case of the table: a Case without its files, and how to make them."""
+
+    student: str
+    category: str
+    summary: str
+    submit: Submit
+    lost: dict[str, str] = field(default_factory=dict)
+    rejected: str | None = None
+    notes: tuple[str, ...] = ()
+    outputs: dict[str, str] = field(default_factory=dict)
+    absent: dict[str, str] = field(default_factory=dict)
+    needs_sandbox: bool = False
+    #: graded a second time: the outcome depends on time, signals, limits or threads (or a
+    #: control)
+    repeat: bool = False
+
+    def case(self, lesson: str, ok) -> Case:
+        files = self.submit(ok, lesson)
+        if isinstance(files, nbformat.NotebookNode):
+            files = {f"{lesson}.ipynb": files}
+        lost = dict(self.lost)
+        if ALL in lost:
+            lost = {g: lost[ALL] for g in points(lesson)}
+        return Case(
+            self.student,
+            lesson,
+            self.category,
+            self.summary,
+            files,
+            lost=lost,
+            rejected=self.rejected,
+            notes=self.notes,
+            repeat=self.repeat,
+            outputs=dict(self.outputs),
+            absent=dict(self.absent),
+            needs_sandbox=self.needs_sandbox,
+        )
+
+
+#: The lesson 01 corpus, one row a case.
+LESSON01: list[Row] = [
     # controls: graded in the same run, they must keep their normal scores
-    add("perfect", "control", "every exercise solved", ok)
-    add(
-        "blank",
-        "control",
-        "the release, unanswered",
-        blank(lesson),
-        lost={g: "" for g in points(lesson)},
-    )
-    add(
+    Row("perfect", "control", "every exercise solved", solved, repeat=True),
+    Row("blank", "control", "the release, unanswered", released, lost={ALL: ""}, repeat=True),
+    Row(
         "one_wrong",
         "control",
         "a wrong quiz answer",
-        edit(ok, "gru_quiz", source="gru_quiz_answer = (3, 1, 20)"),
+        replace("gru_quiz", "gru_quiz_answer = (3, 1, 20)"),
         lost={"gru_quiz_check": "CheckFailure"},
-    )
-
+        repeat=True,
+    ),
     # execution faults
-    add(
+    Row(
         "syntax_error",
         "execution",
         "a syntax error in the rnn_cell cell",
-        edit(ok, "rnn_cell", after="def broken(:\n    pass"),
-        lost={"rnn_cell_check": "SyntaxError", "rnn_forward_check": ""},
-    )
-    add(
+        after("rnn_cell", "def broken(:\n    pass"),
+        lost=cell_fails("SyntaxError"),
+    ),
+    Row(
         "missing_function",
         "execution",
         "rnn_forward renamed",
-        edit(ok, "rnn_forward", after="rnn_fwd = rnn_forward\ndel rnn_forward"),
+        after("rnn_forward", "rnn_fwd = rnn_forward\ndel rnn_forward"),
         lost={"rnn_forward_check": "NameError"},
-    )
-    add(
+    ),
+    Row(
         "sys_exit",
         "execution",
         "sys.exit() before hidden_state_shape is defined",
-        edit(ok, "hidden_state_shape", before="import sys\nsys.exit(1)"),
+        before("hidden_state_shape", "import sys\nsys.exit(1)"),
         lost={"hidden_state_shape_check": "SystemExit"},
-    )
-    add(
+    ),
+    Row(
         "os_exit",
         "execution",
         "os._exit(0) in the quiz cell: the kernel dies half way",
-        edit(ok, "gru_quiz", before="import os\nos._exit(0)"),
+        before("gru_quiz", "import os\nos._exit(0)"),
         lost={"gru_quiz_check": "kernel exited", "gradient_answers_check": "kernel exited"},
-    )
-    add(
+        repeat=True,
+    ),
+    Row(
         "os_exit_first",
         "execution",
         "os._exit(3) before anything is imported",
-        with_setup(ok, before="import os\nos._exit(3)"),
-        lost={g: "status 3" for g in points(lesson)},
-    )
-    add(
+        setup(before="import os\nos._exit(3)"),
+        lost={ALL: "status 3"},
+    ),
+    Row(
         "infinite_loop",
         "execution",
         "an infinite loop (interruptible) before the gradient answers",
-        edit(ok, "gradient_answers", before="import time\nwhile True:\n    time.sleep(0.5)"),
+        before("gradient_answers", "import time\nwhile True:\n    time.sleep(0.5)"),
         lost={"gradient_answers_check": "CellTimeoutError"},
-    )
-    add(
+        repeat=True,
+    ),
+    Row(
         "sigint_immune",
         "execution",
         "a loop that ignores SIGINT: the grader must stop the kernel",
-        edit(
-            ok,
+        before(
             "hidden_state_shape",
-            before="import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
             "while True:\n    time.sleep(0.5)",
         ),
         lost={
@@ -327,497 +520,413 @@ def lesson01_cases() -> list[Case]:
             "gru_quiz_check": "time limit",
             "gradient_answers_check": "time limit",
         },
-    )
-    add(
+        repeat=True,
+    ),
+    Row(
         "recursion",
         "execution",
         "rnn_forward calls itself forever",
-        edit(
-            ok,
+        replace(
             "rnn_forward",
-            source="def rnn_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):\n"
+            "def rnn_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):\n"
             "    return rnn_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh)",
         ),
         lost={"rnn_forward_check": "RecursionError"},
-    )
-    add(
+    ),
+    Row(
         "native_crash",
         "execution",
         "a segmentation fault in native code (ctypes)",
-        edit(ok, "gradient_answers", before="import ctypes\nctypes.string_at(0)"),
+        before("gradient_answers", "import ctypes\nctypes.string_at(0)"),
         lost={"gradient_answers_check": "SIGSEGV"},
-    )
-    add(
+        repeat=True,
+    ),
+    # in the last exercise: whether the interrupt stops the loop or (now and then, inside
+    # ipykernel's output machinery) kills the kernel, the same test cell loses its points
+    Row(
         "print_loop",
         "execution",
-        # in the last exercise: whether the interrupt stops the loop or (now and then, inside
-        # ipykernel's output machinery) kills the kernel, the same test cell loses its points
         "an endless print loop (100 kB a line) before the gradient answers",
-        edit(
-            ok,
+        before(
             "gradient_answers",
-            before="import time\nwhile True:\n    print('spam ' * 20000)\n    time.sleep(0.01)",
+            "import time\nwhile True:\n    print('spam ' * 20000)\n    time.sleep(0.01)",
         ),
         lost={"gradient_answers_check": ""},
         outputs={"gradient_answers": "truncated"},
-    )
-    add(
+        repeat=True,
+    ),
+    Row(
         "thread_printing",
         "execution",
         "a background thread that never stops printing",
-        with_setup(
-            ok,
+        setup(
             after="import threading, time\n"
             "def _chatter():\n"
             "    while True:\n"
             "        print('still here')\n"
             "        time.sleep(0.05)\n"
-            "threading.Thread(target=_chatter, daemon=True).start()",
+            "threading.Thread(target=_chatter, daemon=True).start()"
         ),
-    )
-    add(
+        repeat=True,
+    ),
+    Row(
         "torch_warning",
         "execution",
         "rnn_cell triggers a harmless torch UserWarning on every call",
-        edit(
-            ok,
+        after(
             "rnn_cell",
-            after="_rnn_cell = rnn_cell\n"
+            "_rnn_cell = rnn_cell\n"
             "def rnn_cell(x, *args):\n"
             "    return _rnn_cell(torch.tensor(x), *args)",
         ),
         outputs={"rnn_cell_check": "no points lost"},
-    )
-
-    # tampering
-    # a test cell edited, another deleted, a third duplicated: all put back as released
-    tests = edit(ok, "rnn_cell_check", source="print('all good')")
-    tests.cells = [c for c in tests.cells if _gid(c) != "rnn_forward_check"]
-    index = next(i for i, c in enumerate(tests.cells) if _gid(c) == "gru_quiz_check")
-    tests.cells.insert(index, copy.deepcopy(tests.cells[index]))
-    tests.cells[index].id = "duplicate"
-    add(
+    ),
+    # tampering: test cells are all put back as released
+    Row(
         "tests_tampered",
         "tampering",
         "a test cell edited, one deleted, one duplicated",
-        tests,
+        _tamper_tests,
         notes=("edited read-only cell restored", "deleted test cell put back", "second copy"),
-    )
-    # grading metadata changed every way: cell type, grade_id, points, test made an exercise
-    meta = copy.deepcopy(ok)
-    target = cell(meta, "hidden_state_shape_check")
-    target.cell_type = "markdown"
-    del target["outputs"], target["execution_count"]
-    cell(meta, "rnn_cell_check").metadata["nbgrader"]["grade_id"] = "free_points"
-    cell(meta, "gradient_answers_check").metadata["nbgrader"]["points"] = 100
-    cell(meta, "gru_quiz_check").metadata["nbgrader"].update(
-        grade=False, solution=True, locked=False
-    )
-    add(
+    ),
+    Row(
         "metadata_tampered",
         "tampering",
         "a test cell retyped, one with a new grade_id, one worth 100 points, one made an exercise",
-        meta,
+        _tamper_metadata,
         notes=("cell type", "unknown id", "points", "grade, locked, solution"),
-    )
-    add(
+    ),
+    Row(
         "showtraceback",
         "tampering",
         "tracebacks silenced (showtraceback override) and a wrong rnn_cell",
-        edit(
-            ok,
-            "rnn_cell",
-            source=SIGMOID_CELL + "get_ipython().showtraceback = lambda *a, **k: None\n"
-            "get_ipython()._showtraceback = lambda *a, **k: None",
+        wrong_rnn_cell(
+            "get_ipython().showtraceback = lambda *a, **k: None\n"
+            "get_ipython()._showtraceback = lambda *a, **k: None"
         ),
-        lost=forward_too,
-    )
-    add(
+        lost=cell_fails(),
+    ),
+    # every check that calls the learner's code refuses to run on a patched torch
+    Row(
         "patched_allclose",
         "tampering",
         "torch.allclose, numpy.allclose and Tensor.__eq__ patched to agree, wrong rnn_cell",
-        edit(
-            ok,
-            "rnn_cell",
-            source=SIGMOID_CELL + "import numpy\n"
+        wrong_rnn_cell(
+            "import numpy\n"
             "torch.allclose = lambda *a, **k: True\n"
             "numpy.allclose = lambda *a, **k: True\n"
-            "torch.Tensor.__eq__ = lambda *a, **k: True",
+            "torch.Tensor.__eq__ = lambda *a, **k: True"
         ),
-        # every check that calls the learner's code refuses to run on a patched torch
         lost={
             "rnn_cell_check": "replaced",
             "rnn_forward_check": "replaced",
             "hidden_state_shape_check": "replaced",
         },
-    )
-    add(
+    ),
+    Row(
         "rebind_checks",
         "tampering",
         "check functions redefined as no-ops, wrong rnn_cell",
-        edit(
-            ok,
-            "rnn_cell",
-            source=SIGMOID_CELL + "check_rnn_cell = check_rnn_forward = lambda *a, **k: None",
-        ),
-        lost=forward_too,
-    )
-    add(
+        wrong_rnn_cell("check_rnn_cell = check_rnn_forward = lambda *a, **k: None"),
+        lost=cell_fails(),
+    ),
+    Row(
         "patch_check_modules",
         "tampering",
         "helpers.checks functions patched in their modules, wrong rnn_cell",
-        edit(
-            ok,
-            "rnn_cell",
-            source=SIGMOID_CELL + "import helpers.checks.core, helpers.checks.lesson01\n"
+        wrong_rnn_cell(
+            "import helpers.checks.core, helpers.checks.lesson01\n"
             "helpers.checks.core.assert_close = lambda *a, **k: 0.0\n"
             "helpers.checks.lesson01.check_rnn_cell = lambda *a, **k: None\n"
-            "helpers.checks.lesson01.check_rnn_forward = lambda *a, **k: None",
+            "helpers.checks.lesson01.check_rnn_forward = lambda *a, **k: None"
         ),
-        lost=forward_too,
-    )
-    add(
+        lost=cell_fails(),
+    ),
+    Row(
         "always_equal",
         "tampering",
         "rnn_cell returns an object equal to everything",
-        edit(
-            ok,
+        replace(
             "rnn_cell",
-            source=ALWAYS_EQUAL + "def rnn_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh):\n"
+            ALWAYS_EQUAL + "def rnn_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh):\n"
             "    return AlwaysEqual()",
         ),
-        lost={"rnn_cell_check": "should be a torch.Tensor", "rnn_forward_check": ""},
-    )
-    add(
+        lost=cell_fails("should be a torch.Tensor"),
+    ),
+    Row(
         "always_equal_answers",
         "tampering",
         "quiz and gradient answers that compare equal to anything",
-        edit(
-            edit(ok, "gru_quiz", source=ALWAYS_EQUAL + "gru_quiz_answer = AlwaysEqual()"),
-            "gradient_answers",
-            source="class S(str):\n"
-            "    def __eq__(self, other):\n"
-            "        return True\n"
-            "    __hash__ = str.__hash__\n"
-            "small_weights_gradient = S('explodes')\n"
-            "large_weights_gradient = S('vanishes')",
+        chain(
+            replace("gru_quiz", ALWAYS_EQUAL + "gru_quiz_answer = AlwaysEqual()"),
+            replace(
+                "gradient_answers",
+                "class S(str):\n"
+                "    def __eq__(self, other):\n"
+                "        return True\n"
+                "    __hash__ = str.__hash__\n"
+                "small_weights_gradient = S('explodes')\n"
+                "large_weights_gradient = S('vanishes')",
+            ),
         ),
         lost={"gru_quiz_check": "CheckFailure", "gradient_answers_check": "CheckFailure"},
-    )
-    add(
+    ),
+    Row(
         "fake_pass_print",
         "tampering",
         "a wrong rnn_cell that prints the checks' success lines",
-        edit(
-            ok,
+        replace(
             "rnn_cell",
-            source=SIGMOID_CELL.replace(
+            SIGMOID_CELL.replace(
                 "    return",
                 "    print('rnn_cell: OK, matches torch.nn.RNNCell on 4 cases; all tests passed')\n"
                 "    return",
             ),
         ),
-        lost=forward_too,
-    )
-    add(
+        lost=cell_fails(),
+    ),
+    Row(
         "last_line_values",
         "tampering",
         "test cells edited to end with 1e9 and -100 (partial credit), a wrong quiz answer",
-        edit(
-            edit(edit(ok, "gru_quiz_check", after="1e9"), "gradient_answers_check", after="-100"),
-            "gru_quiz",
-            source="gru_quiz_answer = (3,)",
+        chain(
+            after("gru_quiz_check", "1e9"),
+            after("gradient_answers_check", "-100"),
+            replace("gru_quiz", "gru_quiz_answer = (3,)"),
         ),
         lost={"gru_quiz_check": "CheckFailure"},
         notes=("gru_quiz_check: edited", "gradient_answers_check: edited"),
-    )
-    add(
+    ),
+    Row(
         "grading_branch",
         "tampering",
         "code that behaves differently when NBGRADER_EXECUTION is set",
-        edit(
-            ok,
-            "rnn_cell",
-            after="import os\nif os.environ.get('NBGRADER_EXECUTION'):\n    os._exit(0)",
-        ),
-    )
-    add(
+        after("rnn_cell", "import os\nif os.environ.get('NBGRADER_EXECUTION'):\n    os._exit(0)"),
+    ),
+    Row(
         "vandal",
         "tampering",
         "writes to the gradebook, helpers, data, solutions, lessons and another student",
-        edit(ok, "rnn_cell", after=VANDAL),
+        after("rnn_cell", VANDAL),
         outputs={"rnn_cell": "refused"},
         absent={"rnn_cell": "WROTE"},
         needs_sandbox=True,
-    )
-    add(
+    ),
+    Row(
         "read_solutions",
         "tampering",
         "rnn_cell left blank, the solution read from disk instead",
-        edit(blank_exercise(ok, lesson, "rnn_cell"), "rnn_cell", after=READ_SOLUTIONS),
-        lost=forward_too,
+        chain(unanswered("rnn_cell"), after("rnn_cell", READ_SOLUTIONS)),
+        lost=cell_fails(),
         absent={"rnn_cell": "READ"},
         needs_sandbox=True,
-    )
-    add(
+    ),
+    Row(
         "probe",
         "tampering",
         "looks around: user, gradebook, solutions, other students, git, network, environment",
-        edit(ok, "gru_quiz", after=PROBE),
+        after("gru_quiz", PROBE),
         outputs={"gru_quiz": '"network": "OSError"'},
         absent={"gru_quiz": '"gradebook_visible": true'},
         needs_sandbox=True,
-    )
-
+    ),
     # resource abuse
-    add(
+    Row(
         "memory_bomb",
         "resources",
         "allocates memory until it fails, before rnn_cell is defined",
-        edit(
-            ok,
-            "rnn_cell",
-            before="_blocks = []\nwhile True:\n    _blocks.append(bytearray(64 * 2**20))",
-        ),
-        lost={"rnn_cell_check": "memory limit", "rnn_forward_check": ""},
-    )
-    add(
+        before("rnn_cell", "_blocks = []\nwhile True:\n    _blocks.append(bytearray(64 * 2**20))"),
+        lost=cell_fails("memory limit"),
+        repeat=True,
+    ),
+    Row(
         "tensor_bomb",
         "resources",
         "one 64 GB tensor before rnn_forward is defined",
-        edit(ok, "rnn_forward", before="_big = torch.ones(2**34)"),
+        before("rnn_forward", "_big = torch.ones(2**34)"),
         lost={"rnn_forward_check": "memory limit"},
-    )
-    add(
+    ),
+    Row(
         "fork_bomb",
         "resources",
         "forks without end before the gradient answers",
-        edit(ok, "gradient_answers", before="import os\nwhile True:\n    os.fork()"),
+        before("gradient_answers", "import os\nwhile True:\n    os.fork()"),
         lost={"gradient_answers_check": ""},
-    )
-    add(
+        repeat=True,
+    ),
+    Row(
         "huge_file",
         "resources",
         "writes a 1 GB file before rnn_forward is defined",
-        edit(
-            ok,
+        before(
             "rnn_forward",
-            before="with open('big.bin', 'wb') as _fh:\n"
+            "with open('big.bin', 'wb') as _fh:\n"
             "    for _ in range(1024):\n"
             "        _fh.write(bytes(2**20))",
         ),
         lost={"rnn_forward_check": "file size limit"},
-    )
-    add(
+        repeat=True,
+    ),
+    Row(
         "plot_flood",
         "resources",
         "draws 60 figures after answering the quiz (the corpus allows 50 outputs)",
-        edit(
-            ok,
+        after(
             "gru_quiz",
-            after="for _i in range(60):\n"
+            "for _i in range(60):\n"
             "    plt.figure(figsize=(0.5, 0.5), dpi=10)\n"
             "    plt.plot([0, 1])\n"
             "    plt.show()",
         ),
         outputs={"gru_quiz": "truncated"},
-    )
-
+        repeat=True,
+    ),
     # broken files (caught before anything runs)
-    text = ipynb(ok)
-    add(
-        "invalid_json",
-        "format",
-        "not JSON",
-        {f"{lesson}.ipynb": b"{this is not json"},
-        rejected="not valid JSON",
-    )
-    add(
-        "truncated",
-        "format",
-        "the notebook cut in half",
-        {f"{lesson}.ipynb": text[: len(text) // 2]},
-        rejected="truncated",
-    )
-    add("empty_file", "format", "a 0-byte notebook", {f"{lesson}.ipynb": b""}, rejected="empty")
-    wrong = json.loads(text)
-    wrong["nbformat"] = 5
-    add(
+    Row("invalid_json", "format", "not JSON", raw(b"{this is not json"), rejected="not valid JSON"),
+    Row("truncated", "format", "the notebook cut in half", as_bytes(_halve), rejected="truncated"),
+    Row("empty_file", "format", "a 0-byte notebook", raw(b""), rejected="empty"),
+    Row(
         "wrong_nbformat",
         "format",
         "nbformat 5",
-        {f"{lesson}.ipynb": json.dumps(wrong).encode()},
+        as_bytes(_nbformat_5),
         rejected="notebook format 5",
-    )
-    add(
-        "json_list",
-        "format",
-        "a JSON list",
-        {f"{lesson}.ipynb": b"[1, 2, 3]"},
-        rejected="not a notebook",
-    )
-    empty = nbformat.v4.new_notebook()
-    add(
+    ),
+    Row("json_list", "format", "a JSON list", raw(b"[1, 2, 3]"), rejected="not a notebook"),
+    Row(
         "empty_notebook",
         "format",
         "a valid notebook with no cells: every graded cell put back, unanswered",
         empty,
-        lost={g: "" for g in points(lesson)},
+        lost={ALL: ""},
         notes=("deleted exercise cell put back unanswered", "deleted test cell put back"),
-    )
-    add(
+    ),
+    Row(
         "renamed",
         "format",
         "the notebook saved under another name",
-        {"my_rnn_homework.ipynb": ok},
+        folder({"my_rnn_homework.ipynb": solved}),
         notes=("in place of",),
-    )
-    add(
+    ),
+    Row(
         "missing",
         "format",
         "no notebook, only notes",
-        {"notes.txt": b"I will submit later"},
+        folder({"notes.txt": b"I will submit later"}),
         rejected="no 01_intro_to_rnns.ipynb",
-    )
-    add(
+    ),
+    Row(
         "extra_notebooks",
         "format",
         "the notebook plus two scratch notebooks",
-        {f"{lesson}.ipynb": ok, "scratch.ipynb": blank(lesson), "Untitled.ipynb": empty},
+        folder({"{lesson}.ipynb": solved, "scratch.ipynb": released, "Untitled.ipynb": empty}),
         notes=("ignored other notebooks",),
-    )
-    add(
+    ),
+    Row(
         "two_candidates",
         "format",
         "two notebooks, neither with the right name",
-        {"a.ipynb": ok, "b.ipynb": ok},
+        folder({"a.ipynb": solved, "b.ipynb": solved}),
         rejected="found a.ipynb, b.ipynb",
-    )
-    add(
+    ),
+    Row(
         "symlink",
         "format",
         "the notebook is a link to the instructor's solution",
-        {f"{lesson}.ipynb": Link(str(ROOT / "solutions" / lesson / f"{lesson}.ipynb"))},
+        folder({"{lesson}.ipynb": _link_to_solution}),
         rejected="link",
-    )
-    padded = copy.deepcopy(ok)
-    first_code(padded).outputs = [
-        nbformat.v4.new_output("stream", name="stdout", text="x" * (6 * 2**20))
-    ]
-    add(
+    ),
+    Row(
         "oversized",
         "format",
         "a 6 MB notebook (the corpus limit is 5 MB)",
-        padded,
+        _pad_output,
         rejected="MB limit",
-    )
-
+    ),
     # numerical edge cases and device
-    def cell_returning(expr: str) -> str:
-        return (
-            "def rnn_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh):\n"
-            "    h_next = torch.tanh(x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh)\n"
-            f"    return {expr}"
-        )
-
-    add(
+    Row(
         "nan_output",
         "numeric",
         "rnn_cell returns NaN",
-        edit(ok, "rnn_cell", source=cell_returning("h_next * float('nan')")),
-        lost={"rnn_cell_check": "nan", "rnn_forward_check": ""},
-    )
-    add(
+        rnn_cell_returning("h_next * float('nan')"),
+        lost=cell_fails("nan"),
+    ),
+    Row(
         "wrong_dtype",
         "numeric",
         "rnn_cell returns float32",
-        edit(ok, "rnn_cell", source=cell_returning("h_next.float()")),
-        lost={"rnn_cell_check": "dtype", "rnn_forward_check": ""},
-    )
-    add(
+        rnn_cell_returning("h_next.float()"),
+        lost=cell_fails("dtype"),
+    ),
+    Row(
         "numpy_output",
         "numeric",
         "rnn_cell returns a NumPy array",
-        edit(ok, "rnn_cell", source=cell_returning("h_next.numpy()")),
-        lost={"rnn_cell_check": "torch.Tensor", "rnn_forward_check": ""},
-    )
-    add(
+        rnn_cell_returning("h_next.numpy()"),
+        lost=cell_fails("torch.Tensor"),
+    ),
+    Row(
         "mutates_input",
         "numeric",
         "rnn_cell writes its answer into h",
-        edit(ok, "rnn_cell", source=cell_returning("h.copy_(h_next)")),
-        lost={"rnn_cell_check": "in place", "rnn_forward_check": ""},
-    )
-    add(
+        rnn_cell_returning("h.copy_(h_next)"),
+        lost=cell_fails("in place"),
+    ),
+    Row(
         "swapped_weights",
         "numeric",
         "weight_ih and weight_hh used the wrong way round",
-        edit(
-            ok,
+        replace(
             "rnn_cell",
-            source=(
-                "def rnn_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh):\n"
-                "    return torch.tanh(x @ weight_hh.T + bias_ih + h @ weight_ih.T + bias_hh)"
-            ),
+            "def rnn_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh):\n"
+            "    return torch.tanh(x @ weight_hh.T + bias_ih + h @ weight_ih.T + bias_hh)",
         ),
-        lost={"rnn_cell_check": "wrong way round", "rnn_forward_check": ""},
-    )
-    add(
+        lost=cell_fails("wrong way round"),
+    ),
+    Row(
         "inf_output",
         "numeric",
         "rnn_forward's output contains inf",
-        edit(
-            ok,
-            "rnn_forward",
-            after=(
-                "_rnn_forward = rnn_forward\n"
-                "def rnn_forward(*args):\n"
-                "    out, h = _rnn_forward(*args)\n"
-                "    return out / 0.0, h"
-            ),
-        ),
+        rnn_forward_returning("out / 0.0, h"),
         lost={"rnn_forward_check": "inf"},
-    )
-    add(
+    ),
+    Row(
         "wrong_shape",
         "numeric",
         "rnn_forward returns (seq, batch, hidden)",
-        edit(
-            ok,
-            "rnn_forward",
-            after=(
-                "_rnn_forward = rnn_forward\n"
-                "def rnn_forward(*args):\n"
-                "    out, h = _rnn_forward(*args)\n"
-                "    return out.transpose(0, 1), h"
-            ),
-        ),
+        rnn_forward_returning("out.transpose(0, 1), h"),
         lost={"rnn_forward_check": "shape"},
-    )
-    add(
+    ),
+    Row(
         "state_not_carried",
         "numeric",
         "rnn_forward restarts from h0 at every step",
-        edit(
-            ok,
+        replace(
             "rnn_forward",
-            source=(
-                "def rnn_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):\n"
-                "    steps = [rnn_cell(x[:, t], h0, weight_ih, weight_hh, bias_ih, bias_hh)\n"
-                "             for t in range(x.shape[1])]\n"
-                "    return torch.stack(steps, dim=1), steps[-1]"
-            ),
+            "def rnn_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):\n"
+            "    steps = [rnn_cell(x[:, t], h0, weight_ih, weight_hh, bias_ih, bias_hh)\n"
+            "             for t in range(x.shape[1])]\n"
+            "    return torch.stack(steps, dim=1), steps[-1]",
         ),
         lost={"rnn_forward_check": "differs"},
-    )
-    add(
+    ),
+    Row(
         "hard_coded_cuda",
         "device",
         "rnn_cell moves its answer to the GPU with .cuda()",
-        edit(ok, "rnn_cell", source=cell_returning("h_next.cuda()")),
-        lost={"rnn_cell_check": "cuda", "rnn_forward_check": ""},
-    )
-    return cases
+        rnn_cell_returning("h_next.cuda()"),
+        lost=cell_fails("cuda"),
+    ),
+]
+
+#: Lesson 01 cases graded a second time: those whose outcome depends on time, signals, limits
+#: or threads, and the controls.
+REPEAT = {row.student for row in LESSON01 if row.repeat}
+
+
+def lesson01_cases() -> list[Case]:
+    ok = perfect(L1)
+    return [row.case(L1, ok) for row in LESSON01]
 
 
 def generic_cases(lesson: str) -> list[Case]:
@@ -866,30 +975,9 @@ def released_lessons() -> list[str]:
     )
 
 
-#: Lesson 01 cases graded a second time: those whose outcome depends on time, signals, limits
-#: or threads, and the controls.
-REPEAT = {
-    "perfect",
-    "blank",
-    "one_wrong",
-    "os_exit",
-    "infinite_loop",
-    "sigint_immune",
-    "native_crash",
-    "print_loop",
-    "thread_printing",
-    "memory_bomb",
-    "fork_bomb",
-    "huge_file",
-    "plot_flood",
-}
-
-
 def build() -> list[Case]:
     """Every case: the full corpus for lesson 01, generic cases for the other released lessons."""
     cases = lesson01_cases()
-    for case in cases:
-        case.repeat = case.student in REPEAT
     for lesson in released_lessons():
         if lesson != L1:
             cases += generic_cases(lesson)
