@@ -12,7 +12,7 @@ Usage (``make bench ARGS="..."`` runs the same)::
 
     python benchmarks/char_lstm.py --corpus tinyshakespeare --budget-seconds 180
     python benchmarks/char_lstm.py --corpus anna --budget-seconds 600
-    python benchmarks/char_lstm.py --preset seed --budget-seconds 300   # the original settings
+    python benchmarks/char_lstm.py --preset udacity --budget-seconds 300   # Udacity's settings
     python benchmarks/char_lstm.py --max-steps 2000 --save m.pt --half  # like `make checkpoint`
 
 The last line printed is one JSON object: ``corpus``, ``budget_s``, ``steps``, ``chars_per_s``,
@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 import helpers
+from helpers import course
 from helpers.char_training import (
     MODEL_CONFIG,
     TrainConfig,
@@ -46,13 +47,13 @@ from helpers.char_training import (
 )
 from helpers.text import CORPORA, load_corpus
 
-SOLUTION = helpers.REPO_ROOT / "solutions" / "04_char_lstm" / "04_char_lstm.ipynb"
-RESULTS = helpers.REPO_ROOT / "benchmarks" / "results"
+SOLUTION = course.notebook_path("solutions", course.CHECKPOINT_LESSON)
+RESULTS = course.ROOT / "benchmarks" / "results"
 
-#: The original notebook's settings: 2 x 512 LSTM, dropout 0.5, batch 128 x 100, Adam 1e-3
-#: constant, gradient norm clipped at 5.
-SEED_MODEL = {"hidden_size": 512, "num_layers": 2, "dropout": 0.5}
-SEED_TRAINING = {
+#: The original Udacity notebook's settings (``--preset udacity``): 2 x 512 LSTM, dropout 0.5,
+#: batch 128 x 100, Adam 1e-3 constant, gradient norm clipped at 5.
+UDACITY_MODEL = {"hidden_size": 512, "num_layers": 2, "dropout": 0.5}
+UDACITY_TRAINING = {
     "batch_size": 128,
     "seq_length": 100,
     "lr": 1e-3,
@@ -94,9 +95,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--preset",
-        choices=("course", "seed"),
+        choices=("course", "udacity"),
         default="course",
-        help="course: the lesson's configuration; seed: the original notebook's",
+        help="course: the lesson's configuration; udacity: the original Udacity notebook's",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -133,8 +134,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     CharRNN, get_batches = lesson_definitions()
     corpus = load_corpus(args.corpus)
-    model_config = dict(MODEL_CONFIG if args.preset == "course" else SEED_MODEL)
-    training = {} if args.preset == "course" else dict(SEED_TRAINING)
+    model_config = dict(MODEL_CONFIG if args.preset == "course" else UDACITY_MODEL)
+    training = {} if args.preset == "course" else dict(UDACITY_TRAINING)
     budget = None if args.max_steps else args.budget_seconds
     config = replace(
         TrainConfig(budget_seconds=1.0),

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from helpers.runtime import REPO_ROOT
+from helpers import course
 from helpers.text import Vocab
+from helpers.training import StepHistory, cpu_threads, model_device, optimizer_step, progress_bar
 
 LN2 = math.log(2.0)
 
@@ -47,8 +47,8 @@ LN2 = math.log(2.0)
 MODEL_CONFIG = {"hidden_size": 384, "num_layers": 1, "dropout": 0.4}
 
 #: Name of the checkpoint that ships with lesson 04 (in solutions/ and lessons/04_char_lstm/).
-CHECKPOINT_NAME = "char_lstm_tinyshakespeare.pt"
-LESSON = "04_char_lstm"
+CHECKPOINT_NAME = course.CHECKPOINT_NAME
+LESSON = course.CHECKPOINT_LESSON
 _FORMAT = "rnn-course-char-model/1"
 
 
@@ -113,16 +113,16 @@ class TrainConfig:
 
 
 @dataclass
-class History:
-    """What happened during training (losses in nats per character)."""
+class CharHistory(StepHistory):
+    """What happened during training (losses in nats per character).
 
-    train_loss: list[float] = field(default_factory=list)
-    learning_rates: list[float] = field(default_factory=list)
+    Per step (from ``StepHistory``): ``train_loss``, ``learning_rates``, ``steps``,
+    ``train_seconds``; per validation: ``val_steps``, ``val_loss``.
+    """
+
     val_steps: list[int] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
-    steps: int = 0
     epochs: int = 0
-    train_seconds: float = 0.0
     chars_per_s: float = 0.0
     stopped_by: str = ""
 
@@ -167,13 +167,6 @@ def _as_indices(data, name: str) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
 def _lr_factor(step: int, progress: float, config: TrainConfig) -> float:
     """Linear warm-up over ``warmup_steps``, then a cosine decay over the whole run."""
     warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
@@ -200,8 +193,8 @@ def train(
     config: TrainConfig,
     progress: bool = True,
     desc: str = "training",
-) -> History:
-    """Train a character model with truncated BPTT; return its ``History``.
+) -> CharHistory:
+    """Train a character model with truncated BPTT; return its ``CharHistory``.
 
     Args:
         model: ``forward(x, hidden) -> (logits, hidden)`` with ``x`` int64 ``(batch, seq)`` and
@@ -229,32 +222,27 @@ def train(
             f"characters per batch is more than the {len(train_data)} training characters "
             "allow; use a smaller batch or a longer text"
         )
-    device = _model_device(model)
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None and device.type == "cpu":
-        torch.set_num_threads(config.threads)
-    try:
+    device = model_device(model)
+    with cpu_threads(config.threads, device):
         return _train(model, train_data, val_data, get_batches, config, progress, desc, device)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
-def _train(model, train_data, val_data, get_batches, config, progress, desc, device) -> History:
+def _train(model, train_data, val_data, get_batches, config, progress, desc, device) -> CharHistory:
     """``train``'s loop, on validated data, with the thread count already set."""
     per_batch = config.batch_size * config.seq_length
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
     loss_fn = nn.CrossEntropyLoss()
-    history = History()
+    history = CharHistory()
 
     by_time = config.budget_seconds is not None and config.max_steps is None
     total = round(config.budget_seconds) if by_time else config.max_steps
-    bar = tqdm(
+    bar = progress_bar(
         total=total,
         desc=desc,
         unit="s" if by_time else "step",
-        disable=not progress,
+        progress=progress,
         mininterval=0.5,
         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
     )
@@ -279,17 +267,11 @@ def _train(model, train_data, val_data, get_batches, config, progress, desc, dev
             y_t = torch.as_tensor(y, dtype=torch.long, device=device)
             logits, hidden = model(x_t, hidden)
             loss = loss_fn(logits.reshape(-1, logits.shape[-1]), y_t.reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-            optimizer.step()
+            value = optimizer_step(optimizer, loss, model.parameters(), config.clip_norm)
             hidden = detach_hidden(hidden)
-            value = loss.item()
-            train_seconds += time.perf_counter() - started
-
-            history.steps += 1
-            history.train_loss.append(value)
-            history.learning_rates.append(lr)
+            seconds = time.perf_counter() - started
+            train_seconds += seconds
+            history.record(value, lr, seconds)
             smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
             if not math.isfinite(value):
                 bar.close()
@@ -317,7 +299,7 @@ def _train(model, train_data, val_data, get_batches, config, progress, desc, dev
             raise ValueError("get_batches yielded no batch for the training text")
         history.epochs += 1
     bar.close()
-    history.train_seconds = train_seconds
+    history.train_seconds = train_seconds  # the same sum, in the loop's order
     history.chars_per_s = history.steps * per_batch / max(train_seconds, 1e-9)
     history.stopped_by = (
         "max_steps"
@@ -355,7 +337,7 @@ def evaluate(
     data = _as_indices(data, "data")
     if max_chars is not None:
         data = data[:max_chars]
-    device = _model_device(model)
+    device = model_device(model)
     model.eval()
     total, count = 0.0, 0
     if protocol == "stream":
@@ -396,7 +378,7 @@ def evaluate(
     return total / count
 
 
-def plot_history(history: History, ax=None, title: str | None = None):
+def plot_history(history: CharHistory, ax=None, title: str | None = None):
     """Training loss per step (raw and smoothed) and validation loss, in nats and bits per char.
 
     Returns:
@@ -558,11 +540,7 @@ def lesson_checkpoint_path(name: str = CHECKPOINT_NAME) -> Path:
 
     Looks in the current folder, then ``lessons/04_char_lstm/`` and ``solutions/04_char_lstm/``.
     """
-    candidates = [
-        Path.cwd() / name,
-        REPO_ROOT / "lessons" / LESSON / name,
-        REPO_ROOT / "solutions" / LESSON / name,
-    ]
+    candidates = [Path.cwd() / name, *course.checkpoint_paths(name)]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from helpers.training import PlainAdam, optimizer_step
+
 #: Row order of the gate blocks in an LSTM's ``weight_ih`` / ``weight_hh`` / biases.
 LSTM_GATES = ("i", "f", "g", "o")
 #: Row order of the gate blocks in a GRU's ``weight_ih`` / ``weight_hh`` / biases.
@@ -46,7 +48,7 @@ def _check_gates(gates: Sequence[str]) -> tuple[str, ...]:
     return gates
 
 
-def check_params(params, gates: Sequence[str] = LSTM_GATES) -> int:
+def validate_params(params, gates: Sequence[str] = LSTM_GATES) -> int:
     """Validate ``(weight_ih, weight_hh, bias_ih, bias_hh)`` and return ``hidden_size``.
 
     Args:
@@ -131,7 +133,7 @@ def gate_params(params, gate: str, gates: Sequence[str] = LSTM_GATES) -> tuple:
     Example:
         ``w_ih, w_hh, b_ih, b_hh = gate_params(params, "f")`` gives the forget gate's block.
     """
-    hidden_size = check_params(params, gates)
+    hidden_size = validate_params(params, gates)
     rows = gate_rows(hidden_size, gate, gates)
     weight_ih, weight_hh, bias_ih, bias_hh = params
     return (
@@ -172,7 +174,7 @@ def fix_gate(params, gate: str, pre_activation: float, gates: Sequence[str] = LS
     Returns:
         A new 4-tuple of tensors (the input tensors are not changed).
     """
-    hidden_size = check_params(params, gates)
+    hidden_size = validate_params(params, gates)
     if params[2] is None:
         raise ValueError("fix_gate needs a cell with biases (bias_ih and bias_hh are None)")
     rows = gate_rows(hidden_size, gate, gates)
@@ -216,7 +218,7 @@ def read_gates(cell: LSTMCellFn, event: torch.Tensor, stm: torch.Tensor, params)
     Returns:
         ``{"i": ..., "f": ..., "g": ..., "o": ...}``, each ``(batch, hidden_size)``.
     """
-    hidden_size = check_params(params)
+    hidden_size = validate_params(params)
     if stm.dim() != 2 or stm.shape[1] != hidden_size:
         raise ValueError(f"stm must be (batch, {hidden_size}), got {tuple(stm.shape)}")
     if event.dim() != 2 or event.shape[0] != stm.shape[0]:
@@ -311,9 +313,9 @@ def train_latch_model(
 ):
     """Train a one-layer ``nn.LSTM`` and a linear read-out on ``latch_task``; return them.
 
-    The loop is plain Adam (the same update as ``torch.optim.Adam`` with its default betas),
-    written out because ``torch.optim`` imports ``torch._dynamo`` on first use, which takes
-    longer than this whole training on a small CPU.
+    The loop is ``helpers.training.optimizer_step`` with ``PlainAdam`` (the update of
+    ``torch.optim.Adam`` with its default betas), written out because ``torch.optim`` imports
+    ``torch._dynamo`` on first use, which takes longer than this whole training on a small CPU.
 
     Args:
         hidden_size: units of the LSTM.
@@ -333,23 +335,13 @@ def train_latch_model(
     lstm = nn.LSTM(1, hidden_size, batch_first=True)
     readout = nn.Linear(hidden_size, 1)
     params = [*lstm.parameters(), *readout.parameters()]
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    first = [torch.zeros_like(p) for p in params]
-    second = [torch.zeros_like(p) for p in params]
+    optimizer = PlainAdam(params, lr=lr)
     losses = []
-    for step in range(1, n_steps + 1):
+    for _ in range(n_steps):
         events, targets = latch_task(batch_size, seq_length, generator)
         outputs, _ = lstm(events)
         loss = torch.nn.functional.mse_loss(readout(outputs), targets)
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p, g, m, v in zip(params, grads, first, second, strict=True):
-                m.mul_(beta1).add_(g, alpha=1 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                m_hat = m / (1 - beta1**step)
-                v_hat = v / (1 - beta2**step)
-                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
-        losses.append(loss.item())
+        losses.append(optimizer_step(optimizer, loss))
     return lstm, readout, losses
 
 

@@ -22,7 +22,6 @@ and ``hidden=None`` meaning "start from zeros".
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,9 +30,9 @@ from dataclasses import dataclass, field
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpers.runtime import get_device
+from helpers.training import cpu_threads, model_device, optimizer_step, progress_bar
 
 #: Time between two samples of the sine waves (a period of 2*pi/frequency is ~42 samples).
 DT = 0.15
@@ -62,31 +61,6 @@ def _check_wave(dt: float, frequency: float, noise: float) -> None:
         raise ValueError(f"frequency must be positive, got {frequency!r}")
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0 (a standard deviation), got {noise!r}")
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """Run the block with ``torch.set_num_threads(n)``, then restore the previous setting.
-
-    The recurrent nets of this lesson are tiny (hidden sizes of 8 to 64): their matrix products
-    gain nothing from several CPU threads, and on a busy machine threads that wait for each other
-    make training several times slower. ``None`` leaves the setting alone.
-    """
-    if n is None:
-        yield
-        return
-    _check_positive_int("n", n)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,7 +244,7 @@ def next_step_mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, warmup: in
     was_training = model.training
     model.eval()
     try:
-        device = _device_of(model)
+        device = model_device(model)
         output = _predict(model, x.to(device))
         error = (output[:, warmup:] - y.to(device)[:, warmup:]).pow(2).mean()
     finally:
@@ -389,7 +363,7 @@ def forecast(model: nn.Module, context: torch.Tensor, horizon: int) -> torch.Ten
     was_training = model.training
     model.eval()
     try:
-        output, hidden = model(context.to(_device_of(model)), None)
+        output, hidden = model(context.to(model_device(model)), None)
         step = output[:, -1:]
         forecasts = [step]
         for _ in range(horizon - 1):
@@ -547,7 +521,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @dataclass
-class History:
+class RegressorHistory:
     """What ``train_regressor`` measured: one entry per evaluation (the first at step 0).
 
     ``seconds`` counts training time only (evaluations are not on the clock), so curves of
@@ -584,7 +558,7 @@ def train_regressor(
     name: str = "model",
     progress: bool = True,
     threads: int | None = 1,
-) -> History:
+) -> RegressorHistory:
     """Train ``model`` with Adam on mean squared error and evaluate it on a fixed test set.
 
     Args:
@@ -601,17 +575,17 @@ def train_regressor(
         threads: CPU threads while training on the CPU (see ``cpu_threads``; ``None``: as set).
 
     Returns:
-        A ``History``.
+        A ``RegressorHistory``.
     """
     _check_positive_int("n_steps", n_steps)
     _check_positive_int("eval_every", eval_every)
     if time_budget_s is not None and not time_budget_s > 0:
         raise ValueError(f"time_budget_s must be positive or None, got {time_budget_s!r}")
-    device = _device_of(model)
+    device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     x_test, y_test = (t.to(device) for t in test_set)
-    history = History(name, count_parameters(model))
+    history = RegressorHistory(name, count_parameters(model))
     model.train()
 
     def evaluate(step: int, elapsed: float, train_loss: float) -> float:
@@ -625,20 +599,16 @@ def train_regressor(
         history.train_loss.append(train_loss)
         return loss
 
-    with cpu_threads(threads if device.type == "cpu" else None):
+    with cpu_threads(threads, device):
         evaluate(0, 0.0, float("nan"))
         elapsed, running, count = 0.0, 0.0, 0
-        bar = tqdm(range(1, n_steps + 1), desc=name, disable=not progress, leave=True)
+        bar = progress_bar(range(1, n_steps + 1), desc=name, progress=progress, leave=True)
         for step in bar:
             x, y = (t.to(device) for t in make_batch(generator))
             started = time.perf_counter()
             loss = nn.functional.mse_loss(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            if clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            running += loss.item()  # also waits for the GPU, so the clock below is honest
+            # loss.item() inside also waits for the GPU, so the clock below is honest
+            running += optimizer_step(optimizer, loss, model.parameters(), clip)
             elapsed += time.perf_counter() - started
             count += 1
             out_of_time = time_budget_s is not None and elapsed >= time_budget_s
@@ -667,7 +637,7 @@ def long_memory_race(
     device: torch.device | str | None = None,
     progress: bool = True,
     threads: int | None = 1,
-) -> dict[str, History]:
+) -> dict[str, RegressorHistory]:
     """Train ``nn.RNN``, ``nn.GRU`` and ``nn.LSTM`` of the same hidden size on the adding problem.
 
     Every model starts from ``torch.manual_seed(seed)``, trains on the same sequence of batches
@@ -676,7 +646,7 @@ def long_memory_race(
     the same ``n_test`` held-out sequences.
 
     Returns:
-        ``{kind: History}`` in the order of ``kinds``.
+        ``{kind: RegressorHistory}`` in the order of ``kinds``.
     """
     for kind in kinds:
         if kind not in RECURRENT_KINDS:
@@ -706,19 +676,20 @@ def long_memory_race(
             seed=seed,
             name=f"{kind} (T={seq_length})",
             progress=progress,
+            threads=threads,
         )
     return results
 
 
 def plot_race(
-    histories: Mapping[str, History],
+    histories: Mapping[str, RegressorHistory],
     baseline: float = ADDING_BASELINE_MSE,
     ax=None,
     title: str | None = None,
 ):
     """Test loss against training time for each model, with the trivial baseline dashed."""
     if not histories:
-        raise ValueError("histories is empty: expected at least one name -> History")
+        raise ValueError("histories is empty: expected at least one name -> RegressorHistory")
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4))
     for name, history in histories.items():
@@ -737,7 +708,9 @@ def plot_race(
     return ax
 
 
-def race_table(histories: Mapping[str, History], baseline: float = ADDING_BASELINE_MSE) -> str:
+def race_table(
+    histories: Mapping[str, RegressorHistory], baseline: float = ADDING_BASELINE_MSE
+) -> str:
     """A plain-text table: parameters, steps, seconds, final and best test MSE, vs the baseline."""
     lines = [
         f"{'model':<6} {'params':>7} {'steps':>6} {'seconds':>8} {'final MSE':>10} "

@@ -4,6 +4,7 @@ checks' teaching messages on the usual mistakes, and the helpers in helpers/lstm
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import types
@@ -455,17 +456,7 @@ def _mutated_solution(tmp_path, replacements):
 
 def _check_lesson(path):
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/check_lesson.py",
-            f"--lesson={LESSON}",
-            f"--notebook={path}",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-        ],
+        [sys.executable, "-m", "helpers.checks", LESSON, "--notebook", str(path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -475,10 +466,11 @@ def _check_lesson(path):
 
 @pytest.mark.slow
 def test_make_check_passes_on_a_correct_notebook(tmp_path):
-    """What a student sees: check_lesson.py (``make check``) on a notebook filled in correctly."""
+    """What a student sees: ``make check`` on a notebook filled in correctly."""
     result = _check_lesson(_mutated_solution(tmp_path, []))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "9 passed" in result.stdout
+    assert result.stdout.count(" passed\n") == 9, result.stdout
+    assert "total: 21/21 points\n" in result.stdout, result.stdout
 
 
 @pytest.mark.slow
@@ -496,13 +488,20 @@ def test_make_check_names_the_mistakes(tmp_path):
     result = _check_lesson(path)
     assert result.returncode != 0
     out = result.stdout
-    assert "5 failed, 4 passed" in out, out
+    assert out.count(" FAILED\n") == 5 and out.count(" passed\n") == 4, out
+    assert "(5 to fix)" in out, out
     for exercise, message in (
         ("forget_gate", "rows are swapped"),
         ("learn_gate", "rows are swapped"),
         ("use_gate", "only one bias is used (bias_hh is missing)"),
     ):
-        section = out.split(f"_ test_exercise[{exercise}] _", 1)[1].split("test_exercise[", 1)[0]
+        section = re.split(rf"^{exercise} +0/\d+ +FAILED$", out, maxsplit=1, flags=re.M)[1]
+        section = section.split("\n", 1)[1].split("\n\n", 1)[0]
+        message_lines = section.split("\n")
+        first = [line for line in message_lines if not line.startswith("    ")]
+        section = "\n".join(
+            message_lines[: message_lines.index(first[0])] if first else message_lines
+        )
         assert f"{exercise}: " in section and message in section, (exercise, out)
 
 

@@ -19,8 +19,8 @@ from helpers.timeseries import (
     ADDING_BASELINE_MSE,
     DT,
     WARMUP,
-    History,
     LastStepRegressor,
+    RegressorHistory,
     _sine,
     adding_problem,
     count_parameters,
@@ -354,7 +354,7 @@ def test_long_memory_race_trains_every_kind_on_the_same_data():
 
 
 def test_history_properties():
-    history = History(
+    history = RegressorHistory(
         "x",
         3,
         steps=[0, 1],
