@@ -42,7 +42,7 @@ def _last_exercise(nb) -> tuple[int, str, str]:
 
 
 def _grading(course: Path, command: str) -> str:
-    # two notebooks at a time: the sandboxed grader's --jobs (helpers/grading.py)
+    # two notebooks at a time: the sandboxed grader's --jobs (helpers/grading/)
     extra = ["--jobs=2"] if command == "autograde" else []
     result = subprocess.run(
         [sys.executable, "-m", "helpers.grading", command, "--root", str(course), *extra],

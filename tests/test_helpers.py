@@ -270,7 +270,7 @@ def test_plot_gradient_norms_bad_input():
 
 def test_grading_runs_never_share_a_kernel_user():
     """Two grading runs started at the same moment each claim their own kernel user ids."""
-    from helpers import sandbox
+    from helpers.grading import sandbox
 
     first, second = sandbox.spare_uids(2), sandbox.spare_uids(2)
     assert len(set(first)) == 2 and len(set(second)) == 2

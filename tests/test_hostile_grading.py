@@ -35,7 +35,7 @@ import pytest
 from conftest import ROOT, nbgrader_env
 from hostile.generate import build, points, write
 
-from helpers import sandbox
+from helpers.grading import sandbox
 
 # Grading the corpus is one long fixture: allow it more than make test's 900 s per test.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -154,7 +154,7 @@ def graded(tmp_path_factory):
         [
             sys.executable,
             "-c",
-            "import sys; from helpers.grading import register_lessons; "
+            "import sys; from helpers.grading.common import register_lessons; "
             "from pathlib import Path; register_lessons(Path(sys.argv[1]))",
             str(course),
         ],

@@ -28,6 +28,7 @@ from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
+from nbgrader.utils import is_grade, is_solution
 from traitlets import Integer, Unicode
 
 TRUNCATED = "[the grader truncated this cell's output: over {limit}]"
@@ -79,8 +80,7 @@ def setup_imports(notebook: Path) -> str:
     nb = nbformat.read(str(notebook), as_version=4)
     lines = []
     for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or meta.get("solution") or meta.get("grade"):
+        if cell.cell_type != "code" or is_solution(cell) or is_grade(cell):
             continue
         try:
             tree = ast.parse(cell.source)
@@ -230,7 +230,7 @@ class HardenedExecute(Execute):
         if self._stopped:
             cell.outputs = [error_output("NotRun", self._stopped)]
             return cell, resources
-        grade = cell.metadata.get("nbgrader", {}).get("grade", False)
+        grade = is_grade(cell)
         if not self._baseline_taken:
             # Before any student code: the checks' record of genuine torch/numpy functions.
             self._baseline_taken = True

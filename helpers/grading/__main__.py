@@ -1,0 +1,5 @@
+"""``python -m helpers.grading COMMAND``: see :mod:`helpers.grading.commands`."""
+
+from helpers.grading.commands import main
+
+raise SystemExit(main())

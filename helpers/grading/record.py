@@ -1,0 +1,213 @@
+"""Step 4 of ``autograde``: a score for every submission and a reason for every lost point."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+from helpers.grading.common import ANSI, course_folder, db_url, grading_dir
+from helpers.grading.session import Run
+from helpers.grading.stage import Staged
+
+GRADER_ERRORS = ("NotRun", "DeadKernelError", "KernelStopped", "CellTimeoutError", "GraderError")
+
+
+def _cell_reason(cell) -> str | None:
+    """Why a cell failed, from its outputs (the grader's own verdicts first)."""
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    errors.sort(key=lambda o: o.get("ename") not in GRADER_ERRORS)
+    for out in errors:
+        if out.get("output_type") == "error":
+            value = ANSI.sub("", str(out.get("evalue", ""))).strip()
+            lines = value.splitlines()
+            first = lines[0] if lines else ""
+            text = f"{out.get('ename')}: {first}" if first else str(out.get("ename"))
+            hint = next((x.strip() for x in lines if x.strip().startswith("likely cause:")), "")
+            return _explain(f"{text} ({hint})" if hint else text)
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream" and out.get("name") == "stderr":
+            first = ANSI.sub("", out.get("text", "")).strip().splitlines()
+            return "wrote to stderr during the test: " + (first[0][:200] if first else "")
+    return None
+
+
+def _explain(text: str) -> str:
+    """Name the limit behind common resource errors."""
+    hints = (
+        ("MemoryError", "memory limit"),
+        ("can't allocate memory", "memory limit"),
+        ("File too large", "file size limit"),
+        ("Resource temporarily unavailable", "process limit"),
+        ("can't start new thread", "process limit"),
+        ("Network is unreachable", "no network while grading"),
+        ("Temporary failure in name resolution", "no network while grading"),
+        ("Read-only file system", "the course is read-only while grading"),
+    )
+    for key, hint in hints:
+        if key in text and hint not in text:
+            return f"{text[:400]} ({hint})"
+    return text[:400]
+
+
+def _pairs(release: dict) -> dict[str, str | None]:
+    """Test cell grade_id -> the exercise cell it checks (the closest solution cell above)."""
+    pairs: dict[str, str | None] = {}
+    last = None
+    for cell in release["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution"):
+            last = meta.get("grade_id")
+        elif meta.get("grade"):
+            pairs[meta["grade_id"]] = last
+    return pairs
+
+
+def record(root: Path, lesson: str, staged: dict[str, Staged], log: str, run: Run) -> list[dict]:
+    """Give every submission of ``lesson`` a score and a reason for each lost point."""
+    import nbformat
+    from nbgrader.api import Gradebook, MissingEntry
+
+    release = json.loads((grading_dir(root) / "release" / lesson / f"{lesson}.ipynb").read_text())
+    pairs = _pairs(release)
+    failed = set(
+        re.findall(
+            rf"error processing assignment '{re.escape(lesson)}' for student "
+            r"'([^']+)'",
+            log,
+        )
+    )
+    results = []
+    with Gradebook(db_url(root)) as gb:
+        for student, info in sorted(staged.items()):
+            autograded = course_folder(root, "autograded") / student / lesson / f"{lesson}.ipynb"
+            notes = list(info.notes)
+            status = "graded"
+            blanket = None
+            if info.rejected:
+                status, blanket = "rejected", info.rejected
+                feedback = course_folder(root, "feedback") / student / lesson
+                for stale in (autograded.parent, feedback):
+                    if stale.exists():  # from an earlier run: must not be handed back
+                        shutil.rmtree(stale)
+            elif student in failed or not autograded.is_file():
+                status = "grader-error"
+                blanket = "nbgrader could not grade this notebook (see grading/logs)"
+            gb.update_or_create_student(student)
+            try:
+                sub = gb.find_submission(lesson, student)
+            except MissingEntry:
+                sub = gb.add_submission(lesson, student)
+            executed = {}
+            if status == "graded":
+                nb = nbformat.read(str(autograded), as_version=4)
+                executed = {
+                    c.metadata["nbgrader"]["grade_id"]: c
+                    for c in nb.cells
+                    if "grade_id" in c.metadata.get("nbgrader", {})
+                }
+            cells = []
+            comments: dict[str, list[str]] = {}
+            for nb_sub in sub.notebooks:
+                for grade in sorted(nb_sub.grades, key=lambda g: g.name):
+                    if blanket is not None:
+                        grade.auto_score = 0.0
+                        grade.manual_score = None
+                        grade.needs_manual_grade = status == "grader-error"
+                    elif grade.auto_score is None and grade.manual_score is None:
+                        grade.auto_score = 0.0
+                        grade.needs_manual_grade = True
+                    score = grade.score or 0.0
+                    reason = None
+                    if score < grade.max_score:
+                        reason = blanket or _cell_reason(executed.get(grade.name, {}))
+                        reason = reason or "no points: the test cell did not pass"
+                        exercise = pairs.get(grade.name)
+                        cause = _cell_reason(executed.get(exercise, {})) if exercise else None
+                        if cause and not blanket and not reason.startswith("NotRun"):
+                            reason = f"{reason} [the exercise cell {exercise} raised {cause}]"
+                    cells.append(
+                        {
+                            "cell": grade.name,
+                            "score": score,
+                            "max_score": grade.max_score,
+                            "reason": reason,
+                        }
+                    )
+                    if reason:
+                        target = pairs.get(grade.name)
+                        comments.setdefault(target or "", []).append(
+                            f"{grade.name}: {score:g}/{grade.max_score:g}, {reason}"
+                        )
+                if notes and nb_sub.comments:
+                    first = pairs.get(next(iter(pairs), ""), None) or ""
+                    comments.setdefault(first, []).insert(0, "grader notes: " + "; ".join(notes))
+                for comment in nb_sub.comments:
+                    lines = comments.get(comment.name)
+                    previous = comment.auto_comment or ""
+                    if previous.startswith("Autograder:"):  # ours, from an earlier run
+                        previous = ""
+                    if lines:
+                        text = "Autograder: " + "\n".join(lines)
+                        comment.auto_comment = f"{previous}\n{text}" if previous else text
+                    else:
+                        comment.auto_comment = previous or None
+            gb.db.commit()
+            total = sum(c["score"] for c in cells)
+            results.append(
+                {
+                    "student": student,
+                    "lesson": lesson,
+                    "status": status,
+                    "score": total,
+                    "max_score": sum(c["max_score"] for c in cells),
+                    "notes": notes + ([blanket] if blanket else []),
+                    "cells": cells,
+                    "sandbox": run.describe(),
+                }
+            )
+    return results
+
+
+def write_reasons(root: Path, lesson: str, results: list[dict]) -> None:
+    """Update ``grading/reasons/<lesson>.json`` with ``results``; rewrite ``reasons.csv``."""
+    folder = grading_dir(root) / "reasons"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{lesson}.json"
+    merged = {r["student"]: r for r in json.loads(path.read_text())} if path.exists() else {}
+    merged.update({r["student"]: r for r in results})
+    rows = [merged[s] for s in sorted(merged)]
+    path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        for r in json.loads(path.read_text()):
+            for note in r["notes"]:
+                rows.append([r["student"], r["lesson"], "submission", "", "", note])
+            for c in r["cells"]:
+                rows.append(
+                    [r["student"], r["lesson"], c["cell"], c["score"], c["max_score"], c["reason"]]
+                )
+    with open(grading_dir(root) / "reasons.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["student", "lesson", "item", "score", "max_score", "reason"])
+        writer.writerows(sorted(rows, key=lambda r: (r[0], r[1])))
+
+
+def print_summary(results: list[dict]) -> None:
+    print(f"\n{'student':24} {'lesson':20} {'score':>9}  reasons for lost points")
+    for r in sorted(results, key=lambda r: (r["lesson"], r["student"])):
+        lost = [c for c in r["cells"] if c["reason"]]
+        score = f"{r['score']:g}/{r['max_score']:g}"
+        first = ""
+        if r["status"] != "graded":
+            first = f"[{r['status']}] {r['notes'][-1]}"
+        elif lost:
+            first = f"{lost[0]['cell']}: {lost[0]['reason']}"
+        print(f"{r['student'][:24]:24} {r['lesson'][:20]:20} {score:>9}  {first[:110]}")
+        rest = lost[1:] if r["status"] == "graded" else []
+        for c in rest:
+            print(f"{'':56}{c['cell']}: {str(c['reason'])[:100]}")
+        if r["status"] == "graded" and r["notes"]:
+            print(f"{'':56}notes: {'; '.join(r['notes'])[:100]}")
