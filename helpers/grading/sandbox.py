@@ -413,7 +413,6 @@ def _kernel_env(home: str, mpl: str) -> dict[str, str]:
         MPLCONFIGDIR=mpl,
         IPYTHONDIR=os.path.join(home, ".ipython"),
         TMPDIR="/tmp",
-        COURSE_GRADING_SANDBOX="1",
         USER="student",  # the kernel's user may have no passwd entry
         LOGNAME="student",
         PYTHONDONTWRITEBYTECODE="1",
