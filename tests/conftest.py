@@ -1,39 +1,24 @@
-"""Shared fixtures: where the course is, which lessons exist, and loaded notebooks (cached)."""
+"""Shared fixtures: where the course is (from ``helpers.course``), and loaded notebooks (cached).
+
+The layout names are re-exported here because the test files import them from conftest; shared
+support code (a course copy, running the grader) is in ``tests/support/``.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from support import nbgrader_env
 
-ROOT = Path(__file__).resolve().parent.parent
-SOLUTIONS = ROOT / "solutions"
-LESSONS = ROOT / "lessons"
+from helpers.course import LESSONS, ROOT, SOLUTIONS, lesson_ids, notebook_path
+
+__all__ = ["LESSONS", "ROOT", "SOLUTIONS", "lesson_ids", "loaded", "nbgrader_env", "notebook_path"]
 
 # Tests always run the notebooks in fast mode.
 os.environ.setdefault("COURSE_FAST", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-
-def lesson_ids() -> list[str]:
-    """Every lesson: a folder of solutions/ holding a notebook of the same name."""
-    return sorted(p.name for p in SOLUTIONS.iterdir() if (p / f"{p.name}.ipynb").is_file())
-
-
-def notebook_path(kind: str, lesson: str) -> Path:
-    """``solutions`` or ``lessons`` notebook of ``lesson``."""
-    return ROOT / kind / lesson / f"{lesson}.ipynb"
-
-
-def nbgrader_env() -> dict[str, str]:
-    """Environment for nbgrader subprocesses: the venv's bin/ first (nbgrader calls alembic)."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["COURSE_FAST"] = "1"
-    return env
-
 
 _LOADED: dict[Path, object] = {}
 

@@ -7,19 +7,16 @@ Three students submit every lesson: the reference solution (full marks), the unm
 from __future__ import annotations
 
 import csv
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ROOT, lesson_ids, nbgrader_env, notebook_path
+from conftest import ROOT, lesson_ids, notebook_path
+from support import HIDDEN_TESTS, course_copy, run_grader
 
 pytestmark = pytest.mark.slow
 
-HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+HIDDEN = HIDDEN_TESTS
 
 
 def _points(nb) -> dict[str, float]:
@@ -44,23 +41,12 @@ def _last_exercise(nb) -> tuple[int, str, str]:
 def _grading(course: Path, command: str) -> str:
     # two notebooks at a time: the sandboxed grader's --jobs (helpers/grading/)
     extra = ["--jobs=2"] if command == "autograde" else []
-    result = subprocess.run(
-        [sys.executable, "-m", "helpers.grading", command, "--root", str(course), *extra],
-        env=nbgrader_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return run_grader(course, command, *extra).stdout
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions", course / "solutions")
-    shutil.copytree(ROOT / "lessons", course / "lessons")
+    course = course_copy(tmp_path_factory.mktemp("course"))
     expected: dict[tuple[str, str], float] = {}
     for lesson in lesson_ids():
         solution = nbformat.read(notebook_path("solutions", lesson), as_version=4)

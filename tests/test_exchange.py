@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +19,11 @@ import nbformat
 import pytest
 from conftest import ROOT, nbgrader_env, notebook_path
 from hostile.generate import L1, perfect, points
+from support import HIDDEN_TESTS, course_copy
 
 pytestmark = pytest.mark.slow
 
-HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+HIDDEN = HIDDEN_TESTS
 STUDENTS = ("alice", "bob")
 
 
@@ -59,12 +58,10 @@ def _student(course: Path, home: Path, student: str, *args: str) -> str:
 def cycle(tmp_path_factory):
     # A course folder the way an instructor has it: Makefile, config, solutions, lessons and the
     # installed .venv (linked; the lock files are dated back so that make sees it up to date).
-    course = tmp_path_factory.mktemp("course")
-    for name in ("Makefile", "nbgrader_config.py", "requirements.txt", "pyproject.toml"):
-        shutil.copy(ROOT / name, course / name)
+    files = ("Makefile", "nbgrader_config.py", "requirements.txt", "pyproject.toml")
+    course = course_copy(tmp_path_factory.mktemp("course"), files=files[:1] + files[2:])
+    for name in files:
         os.utime(course / name, (0, 0))
-    shutil.copytree(ROOT / "solutions", course / "solutions")
-    shutil.copytree(ROOT / "lessons", course / "lessons")
     (course / ".venv").symlink_to(ROOT / ".venv")
     one = f"--lesson {L1}"
     homes = {s: tmp_path_factory.mktemp(s) for s in STUDENTS}

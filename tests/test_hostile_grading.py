@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import nbformat
 import pytest
 from conftest import ROOT, nbgrader_env
 from hostile.generate import build, points, write
+from support import course_copy, grader_command, run_grader
 
 from helpers.grading import sandbox
 
@@ -95,24 +95,8 @@ def _tables(db: Path) -> dict[str, list]:
 
 def _grade(course: Path, *extra: str) -> tuple[str, float]:
     start = time.monotonic()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "helpers.grading",
-            "autograde",
-            "--root",
-            str(course),
-            *SETTINGS,
-            *extra,
-        ],
-        env=nbgrader_env(),
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
+    result = run_grader(course, "autograde", *SETTINGS, *extra, timeout=1500)
     took = time.monotonic() - start
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return result.stdout + result.stderr, took
 
 
@@ -132,10 +116,7 @@ def graded(tmp_path_factory):
         if os.environ.get("COURSE_REQUIRE_SANDBOX"):
             pytest.fail(message)
         pytest.skip(message)
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions", course / "solutions")
-    shutil.copytree(ROOT / "lessons", course / "lessons")
+    course = course_copy(tmp_path_factory.mktemp("course"))
     for case in CASES:
         write(case, course / "grading" / "submitted" / case.student / case.lesson)
     guarded = {
@@ -324,26 +305,14 @@ def test_sandbox_hid_everything_from_the_probe(graded):
 def test_without_namespaces_falls_back_to_limits_loudly(tmp_path):
     """``--sandbox rlimits`` (what ``auto`` does where bwrap cannot run): limits still hold, the
     grader warns on every run, and every submission is still scored."""
-    course = tmp_path / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions", course / "solutions")
-    shutil.copytree(ROOT / "lessons", course / "lessons")
+    course = course_copy(tmp_path / "course")
     chosen = [c for c in CASES if c.student in ("memory_bomb", "os_exit", "missing")]
     for case in chosen:
         write(case, course / "grading" / "submitted" / case.student / case.lesson)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "helpers.grading",
-            "autograde",
-            "--root",
-            str(course),
-            "--sandbox=rlimits",
-            "--lesson=01_intro_to_rnns",
-            *SETTINGS,
-        ],
+        grader_command(
+            course, "autograde", "--sandbox=rlimits", "--lesson=01_intro_to_rnns", *SETTINGS
+        ),
         env=nbgrader_env(),
         capture_output=True,
         text=True,

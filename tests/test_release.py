@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import LESSONS, ROOT, SOLUTIONS, lesson_ids, nbgrader_env, notebook_path
+from conftest import LESSONS, lesson_ids, nbgrader_env, notebook_path
+from support import HIDDEN_TESTS, course_copy
 
 BLOCKS = {
     "solution": re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S),
-    "hidden test": re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S),
+    "hidden test": HIDDEN_TESTS,
 }
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 
@@ -30,9 +30,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def fresh_release(tmp_path_factory) -> Path:
     """A fresh ``nbgrader generate_assignment`` of solutions/, made in a copy of the course."""
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(SOLUTIONS, course / "solutions")
+    course = course_copy(tmp_path_factory.mktemp("course"), lessons=False)
     subprocess.run(
         [sys.executable, "-m", "nbgrader", "generate_assignment", "*", "--no-db", "--force"],
         cwd=course,

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 import subprocess
-import sys
 import textwrap
 
 import nbformat
 import pytest
-from conftest import ROOT, lesson_ids, nbgrader_env, notebook_path
+from conftest import lesson_ids, nbgrader_env, notebook_path
+from support import course_copy, grader_command
 
 from helpers.checks import exercises
 from helpers.checks.run import check_notebook
@@ -181,10 +180,7 @@ def corpus(tmp_path_factory):
     """Both verdicts for every notebook of the corpus: {(lesson, exercise, how): (check, grade)}."""
     from helpers.notebook import load_notebook
 
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions", course / "solutions")
-    shutil.copytree(ROOT / "lessons", course / "lessons")
+    course = course_copy(tmp_path_factory.mktemp("course"))
     paths = {}
     for student, (lesson, broken, how) in CORPUS.items():
         folder = course / "grading" / "submitted" / student / lesson
@@ -193,7 +189,7 @@ def corpus(tmp_path_factory):
         nbformat.write(broken_notebook(lesson, broken, how), paths[student])
     # the grader mostly waits on its kernels: check the notebooks in here meanwhile
     grader = subprocess.Popen(
-        [sys.executable, "-m", "helpers.grading", "autograde", "--root", str(course), "--jobs=3"],
+        grader_command(course, "autograde", "--jobs=3"),
         env=nbgrader_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
