@@ -43,18 +43,22 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
+# The verdict corpus (tests/test_verdicts.py: make check vs make autograde on 24 graded
+# notebooks, about 3 minutes of 2 cores) runs in make test-grading, to keep make test in budget.
 test: $(STAMP) lint
-	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n auto --dist loadfile --timeout=900 $(ARGS)
+	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n auto --dist loadfile --timeout=900 -m "not corpus" \
+		$(ARGS)
 
 # The edit-test loop: unit tests and the checks, without executing notebooks, grading or a browser.
 QUICK := -m "not slow"
 test-quick: $(STAMP)
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n 2 $(QUICK) -q $(ARGS)
 
-# Only the grading tests: the hostile-submission corpus (tests/hostile/) and the exchange cycle.
+# Only the grading tests: the hostile-submission corpus (tests/hostile/), the exchange cycle and
+# the verdict corpus (make check vs make autograde).
 test-grading: $(STAMP)
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/test_hostile_grading.py tests/test_exchange.py \
-		--timeout=3600 $(ARGS)
+		tests/test_verdicts.py --timeout=3600 $(ARGS)
 
 check: $(STAMP)
 	@test -n "$(LESSON)" || { echo "usage: make check LESSON=01_intro_to_rnns"; exit 2; }

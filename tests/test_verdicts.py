@@ -220,6 +220,7 @@ def corpus(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.corpus
 def test_make_check_agrees_with_autograde(corpus):
     checked, graded, log, _ = corpus
     disagree = [
@@ -239,6 +240,7 @@ UNCAUGHT = {("04_char_lstm", "sample", "edge"), ("03_time_series_rnn", "train_rn
 
 
 @pytest.mark.slow
+@pytest.mark.corpus
 def test_every_break_is_caught(corpus):
     """The corpus has teeth: each broken exercise fails (so the agreement above means something)."""
     checked, _, _, _ = corpus
@@ -252,6 +254,7 @@ def test_every_break_is_caught(corpus):
 
 
 @pytest.mark.slow
+@pytest.mark.corpus
 def test_without_hidden_cases_the_verdicts_differ(corpus):
     """Remove the hidden cases from make check's side and the verdicts part: the corpus is
     sensitive to exactly the property it proves."""
