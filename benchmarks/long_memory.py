@@ -5,9 +5,19 @@ and prints one row per model: parameters, steps, training seconds, final and bes
 the final MSE relative to the trivial baseline (always answering 1.0 scores 1/6). The expected
 result: the LSTM and the GRU end far below the baseline, the plain RNN stays at it.
 
-    .venv/bin/python benchmarks/long_memory.py            # full race, T=100 (a few minutes)
+It also measures, on 256 held-out sequences, how much each trained model's answer moves with the
+first and the second marked value (``marker_sensitivity``: 1 for a model that answers a + b, 0
+for one that answers the mean), and, unless ``--capacity-hidden 0``, races one more plain RNN
+with a larger hidden size (66: 4,687 parameters, more than the LSTM's 4,641) to see whether the
+RNN merely lacks capacity.
+
+    .venv/bin/python benchmarks/long_memory.py            # full race, T=100 (minutes)
     .venv/bin/python benchmarks/long_memory.py --fast     # the notebook's fast mode, seconds
     .venv/bin/python benchmarks/long_memory.py --plot benchmarks/results/long_memory.png
+    .venv/bin/python benchmarks/long_memory.py --json data/long_memory_race.json
+
+``--json`` writes the measurement that lesson 03's race prediction is graded against
+(``data/long_memory_race.json``, shipped with the course: the full race, seed 0).
 
 Exit status 0 when the result holds (LSTM and GRU below ``--solved`` times the baseline, RNN
 above ``--unsolved`` times it), 1 otherwise; ``--fast`` only reports.
@@ -16,6 +26,7 @@ above ``--unsolved`` times it), 1 otherwise; ``--fast`` only reports.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -25,7 +36,9 @@ import torch
 from helpers.runtime import get_device
 from helpers.timeseries import (
     ADDING_BASELINE_MSE,
+    adding_problem,
     long_memory_race,
+    marker_sensitivity,
     plot_race,
     race_table,
 )
@@ -33,6 +46,23 @@ from helpers.timeseries import (
 #: The full-mode settings the lesson uses (and states in its markdown).
 FULL = {"seq_length": 100, "hidden_size": 32, "n_steps": 1500, "batch_size": 64, "lr": 0.01}
 FAST = {"seq_length": 20, "hidden_size": 32, "n_steps": 100, "batch_size": 64, "lr": 0.01}
+#: Hidden size of the extra plain RNN that has more parameters than the LSTM of hidden size 32.
+CAPACITY_HIDDEN = 66
+#: Held-out sequences the marker sensitivity is measured on.
+SENSITIVITY_SEQUENCES = 256
+
+
+def _summary(history, hidden_size: int, sensitivity: tuple[float, float]) -> dict:
+    return {
+        "hidden_size": hidden_size,
+        "n_parameters": history.n_parameters,
+        "steps": history.steps[-1],
+        "training_seconds": round(history.seconds[-1], 1),
+        "final_test_mse": history.final_test_loss,
+        "best_test_mse": history.best_test_loss,
+        "final_over_baseline": history.final_test_loss / ADDING_BASELINE_MSE,
+        "marker_sensitivity": list(sensitivity),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         default=0.5,
         help="the RNN must end above this fraction of the baseline",
     )
+    parser.add_argument(
+        "--capacity-hidden",
+        type=int,
+        default=CAPACITY_HIDDEN,
+        help="also race a plain RNN of this hidden size (0: don't)",
+    )
     parser.add_argument("--plot", type=Path, help="save the loss-vs-time plot to this PNG")
+    parser.add_argument("--json", type=Path, help="write the measurement to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
@@ -90,9 +127,60 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         progress=not args.quiet,
     )
+    capacity = {}
+    if args.capacity_hidden:
+        bigger = {**settings, "hidden_size": args.capacity_hidden}
+        capacity = long_memory_race(
+            **bigger,
+            kinds=("RNN",),
+            seed=args.seed,
+            device=device,
+            time_budget_s=args.time_budget,
+            threads=args.threads,
+            progress=not args.quiet,
+        )
     wall = time.perf_counter() - started
     print(race_table(histories))
+    probe = adding_problem(
+        SENSITIVITY_SEQUENCES,
+        settings["seq_length"],
+        generator=torch.Generator().manual_seed(20_000 + args.seed),
+    )[0]
+    sensitivity = {name: marker_sensitivity(h.model, probe) for name, h in histories.items()}
+    for name, (first, second) in sensitivity.items():
+        print(f"{name:<6} d answer / d first marked value {first:6.3f}, second {second:6.3f}")
+    for name, h in capacity.items():
+        print(
+            f"{name} with hidden_size {args.capacity_hidden}: {h.n_parameters} parameters, "
+            f"final MSE {h.final_test_loss:.4f} ({h.final_test_loss / ADDING_BASELINE_MSE:.3f} "
+            "x baseline)"
+        )
     print(f"wall-clock time of the whole race (evaluations included): {wall:.1f} s")
+
+    if args.json:
+        record = {
+            # --quiet only hides the progress bars: it is not part of the measurement
+            "command": " ".join(
+                ["python benchmarks/long_memory.py"]
+                + [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--quiet"]
+            ),
+            "settings": settings,
+            "seed": args.seed,
+            "torch": torch.__version__,
+            "device": str(device),
+            "baseline_mse": ADDING_BASELINE_MSE,
+            "models": {
+                name: _summary(h, settings["hidden_size"], sensitivity[name])
+                for name, h in histories.items()
+            },
+            "capacity": {
+                name: _summary(h, args.capacity_hidden, marker_sensitivity(h.model, probe))
+                for name, h in capacity.items()
+            },
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        print(f"measurement written to {args.json}")
 
     if args.plot:
         import matplotlib

@@ -9,7 +9,8 @@ same way. A GRU stacks three blocks in the order **r, z, n** (reset gate, update
 This module only cuts those stacks into blocks and reads gate values out of a cell you pass in.
 It contains no gate equations: writing them is the lesson's work.
 
-Seed vocabulary -> PyTorch: LTM = cell state ``c``, STM = hidden state ``h``, event = input ``x``.
+Udacity's RNN lesson -> PyTorch: LTM = cell state ``c``, STM = hidden state ``h``, event = input
+``x``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from helpers.training import PlainAdam, optimizer_step
 LSTM_GATES = ("i", "f", "g", "o")
 #: Row order of the gate blocks in a GRU's ``weight_ih`` / ``weight_hh`` / biases.
 GRU_GATES = ("r", "z", "n")
-#: What each LSTM block is, in PyTorch's words and in the seed's.
+#: What each LSTM block is, in PyTorch's words and in those of Udacity's RNN lesson.
 GATE_NAMES = {
     "i": "input gate i (learn gate: how much to learn)",
     "f": "forget gate f (how much LTM to keep)",

@@ -7,13 +7,15 @@ Three parts, in the order the lesson uses them:
   one before (so a hidden state can be carried from one training step to the next), and
   ``next_step_mse`` / ``persistence_mse`` score next-step predictions on held-out windows. In every
   window the target is the input shifted by one step: ``y[:, t] = x[:, t + 1]``.
-* **Multi-step forecasting.** ``forecast`` feeds a model's own predictions back as its inputs;
-  ``forecast_errors`` measures how the error grows with the horizon.
+* **Multi-step forecasting.** ``forecast_errors`` measures how the error of a forecast grows
+  with the horizon and ``plot_forecast`` draws one (the forecast itself, feeding a model's own
+  predictions back as its inputs, is the lesson's exercise ``forecast``, not a helper).
 * **Long memory.** ``adding_problem`` makes the adding problem, ``LastStepRegressor`` puts a
   linear head on ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM``, ``train_regressor`` is a seeded
   training/evaluation loop with a progress bar and a wall-clock budget, ``long_memory_race``
-  trains the three kinds on the same data for the same budget, and ``plot_race`` draws test loss
-  against training time with the trivial baseline.
+  trains the three kinds on the same data for the same budget, ``plot_race`` draws test loss
+  against training time with the trivial baseline, and ``marker_sensitivity`` measures how much
+  a trained model's answer moves with each marked value.
 
 Models used with the sine-wave functions follow the lesson's ``SimpleRNN`` interface:
 ``model(x, hidden) -> (output, hidden)`` with ``x`` and ``output`` of shape ``(batch, seq, 1)``
@@ -339,42 +341,6 @@ def plot_losses(losses: Sequence[float], ax=None, baseline: float | None = None,
 # --------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def forecast(model: nn.Module, context: torch.Tensor, horizon: int) -> torch.Tensor:
-    """Forecast ``horizon`` steps past ``context`` by feeding predictions back as inputs.
-
-    The model reads the whole context (from a zero hidden state); its prediction after the last
-    context sample is the first forecast. From then on each prediction becomes the next input,
-    one step at a time, with the hidden state carried along: the model never sees the truth again.
-
-    Args:
-        model: a module with the ``SimpleRNN`` interface.
-        context: ``(batch, context_length, 1)`` the observed beginning of each series.
-        horizon: how many steps to forecast (>= 1).
-
-    Returns:
-        ``(batch, horizon, 1)`` forecasts, on the CPU.
-    """
-    _check_positive_int("horizon", horizon)
-    if context.dim() != 3 or context.shape[1] < 1:
-        raise ValueError(
-            f"context should be (batch, context_length, 1), got {tuple(context.shape)}"
-        )
-    was_training = model.training
-    model.eval()
-    try:
-        output, hidden = model(context.to(model_device(model)), None)
-        step = output[:, -1:]
-        forecasts = [step]
-        for _ in range(horizon - 1):
-            output, hidden = model(step, hidden)
-            step = output[:, -1:]
-            forecasts.append(step)
-    finally:
-        model.train(was_training)
-    return torch.cat(forecasts, dim=1).cpu()
-
-
 def forecast_errors(forecasts: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Root mean squared error at each horizon, averaged over the batch.
 
@@ -534,6 +500,8 @@ class RegressorHistory:
     seconds: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
+    #: The trained model (set by ``long_memory_race``), for measurements after the race.
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
     def final_test_loss(self) -> float:
@@ -678,7 +646,42 @@ def long_memory_race(
             progress=progress,
             threads=threads,
         )
+        results[kind].model = model
     return results
+
+
+def marker_sensitivity(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """How much a trained adding-problem model's answer moves with each marked value.
+
+    For every sequence of ``x`` ``(batch, seq, 2)`` (from ``adding_problem``), the derivative of
+    the model's answer with respect to the first and to the second marked value, averaged over
+    the batch. A model that has solved the task answers ``a + b``: both are 1. A model that
+    answers the mean whatever it reads: both are 0.
+
+    Returns:
+        ``(first, second)`` as Python floats. The model is left in the mode it was in.
+    """
+    if x.dim() != 3 or x.shape[2] != 2:
+        raise ValueError(f"x should be (batch, seq, 2) from adding_problem, got {tuple(x.shape)}")
+    markers = x[:, :, 1]
+    if not torch.equal(markers.sum(dim=1), torch.full_like(markers[:, 0], 2.0)):
+        raise ValueError("every sequence of x should have exactly two markers")
+    was_training = model.training
+    model.eval()
+    try:
+        device = model_device(model)
+        x = x.detach().to(device).requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(model(x).sum(), x)
+    finally:
+        model.train(was_training)
+    grad = grad[:, :, 0].cpu()
+    positions = markers.cpu().nonzero()  # (2 * batch, 2) rows (sequence, step), in order
+    first, second = positions[0::2], positions[1::2]
+    return (
+        float(grad[first[:, 0], first[:, 1]].mean()),
+        float(grad[second[:, 0], second[:, 1]].mean()),
+    )
 
 
 def plot_race(

@@ -275,3 +275,88 @@ def test_grading_runs_never_share_a_kernel_user():
     first, second = sandbox.spare_uids(2), sandbox.spare_uids(2)
     assert len(set(first)) == 2 and len(set(second)) == 2
     assert not set(first) & set(second)
+
+
+# --- lesson 02's use of gradient_norms_through_time: the LSTM and its cell state ----------------
+
+
+def _torch_lstm_step(x, state, params):
+    return tuple(torch.lstm_cell(x, state, *params))
+
+
+def test_gradient_norms_rnn_default_is_unchanged_by_the_lstm_options():
+    def cell(x, h, w_ih, w_hh, b_ih, b_hh):
+        return torch.rnn_tanh_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+
+    plain = gradient_norms_through_time(cell, 0.7, seq_length=12, seed=3)
+    explicit = gradient_norms_through_time(cell, 0.7, 12, seed=3, kind="rnn", wrt="h")
+    assert torch.equal(plain, explicit)
+
+
+@pytest.mark.parametrize("forget_bias", [-1.0, 0.0, 1.0, 2.5])
+def test_lstm_cell_state_gradient_is_the_forget_gate_per_step(forget_bias):
+    """With tiny recurrent weights only the LTM's direct path is left: f = sigmoid(bias) a step."""
+    norms = gradient_norms_through_time(
+        _torch_lstm_step,
+        1e-4,
+        seq_length=15,
+        hidden_size=5,
+        kind="lstm",
+        wrt="c",
+        forget_bias=forget_bias,
+    )
+    f = torch.sigmoid(torch.tensor(forget_bias, dtype=torch.float64))
+    assert norms.shape == (15,) and norms.dtype == torch.float64 and norms[0] == 1
+    assert torch.allclose(norms, f ** torch.arange(15, dtype=torch.float64), rtol=1e-3)
+
+
+def test_lstm_gradient_norms_are_seeded_and_follow_the_forget_bias():
+    kwargs = {"seq_length": 30, "hidden_size": 6, "kind": "lstm"}
+    a = gradient_norms_through_time(_torch_lstm_step, 0.7, wrt="h", seed=4, **kwargs)
+    b = gradient_norms_through_time(_torch_lstm_step, 0.7, wrt="h", seed=4, **kwargs)
+    assert torch.equal(a, b)
+    low = gradient_norms_through_time(_torch_lstm_step, 0.7, wrt="c", **kwargs)
+    high = gradient_norms_through_time(_torch_lstm_step, 0.7, wrt="c", forget_bias=1.0, **kwargs)
+    assert high[-1] > 100 * low[-1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "gru"}, "kind must be"),
+        ({"wrt": "x"}, "wrt must be"),
+        ({"wrt": "c"}, "a plain RNN has no cell state"),
+        ({"forget_bias": 1.0}, "a plain RNN has no forget gate"),
+        ({"kind": "lstm", "forget_bias": float("nan")}, "finite"),
+        ({"kind": "lstm", "hidden_size": 0}, "at least 1"),
+    ],
+)
+def test_gradient_norms_reject_bad_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gradient_norms_through_time(_torch_lstm_step, 1.0, **kwargs)
+
+
+def test_lstm_experiment_params_layout():
+    from helpers.experiments import lstm_experiment_params
+
+    generator = torch.Generator().manual_seed(0)
+    w_ih, w_hh, b_ih, b_hh = lstm_experiment_params(3, 2, 0.5, 1.5, generator)
+    assert (w_ih.shape, w_hh.shape, b_ih.shape, b_hh.shape) == ((12, 2), (12, 3), (12,), (12,))
+    assert b_ih[3:6].eq(1.5).all() and b_ih[:3].eq(0).all() and b_ih[6:].eq(0).all()
+    assert b_hh.eq(0).all()
+    for k in range(4):
+        block = w_hh[3 * k : 3 * k + 3]
+        assert torch.allclose(block @ block.T, 0.25 * torch.eye(3, dtype=torch.float64))
+
+
+def test_gradient_norms_reject_a_cell_of_the_wrong_kind():
+    def rnn(x, h, w_ih, w_hh, b_ih, b_hh):
+        return torch.rnn_tanh_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+
+    with pytest.raises(ValueError, match="pair"):
+        gradient_norms_through_time(lambda x, s, p: s[0], 1.0, kind="lstm")
+    with pytest.raises(ValueError, match="shape"):
+        gradient_norms_through_time(lambda x, s, p: (x, s[1]), 1.0, kind="lstm")
+    with pytest.raises(ValueError, match="does not depend"):
+        gradient_norms_through_time(lambda x, s, p: (s[0] * 1, s[1] * 1), 1.0, kind="lstm", wrt="c")
+    assert gradient_norms_through_time(rnn, 1.0, seq_length=3).shape == (3,)

@@ -24,6 +24,7 @@ from helpers.checks.lesson02 import (
     check_lstm_cell,
     check_lstm_forward,
     check_lstm_param_count,
+    check_ltm_gradient_answers,
     check_peephole_lstm_cell,
     check_remember_gate,
     check_use_gate,
@@ -290,6 +291,11 @@ MISTAKES = {
         r"order i, f, o, g",
         {"forget_gate"},
     ),
+    "order i, g, f, o": (
+        lambda ns: _with_params(ns, lambda p: _swap(p, "f", "g")),
+        r"order i, g, f, o \(TensorFlow's order\)",
+        {"use_gate"},
+    ),
     "one bias": (lambda ns: _with_params(ns, _no_bias_hh), "only one bias is used", set()),
     "transposed w_hh": (
         lambda ns: _with_params(ns, lambda p: _transpose(p, 1)),
@@ -438,6 +444,295 @@ def test_param_count_mistakes_are_named(ns):
         check_lstm_param_count(lambda *args, **kwargs: torch.tensor(sol(*args, **kwargs)))
 
 
+# --------------------------------------------------------------------------- issue 12: the LTM's
+# gradient, measured; more mistakes named; correct answers written differently still pass
+
+
+def test_ltm_gradient_answers_pass_and_fail_by_the_measurement(capsys):
+    right = ("vanishes", "less", "more")
+    check_ltm_gradient_answers(*right)
+    check_ltm_gradient_answers(*right, hidden=True)
+    names = ("forget_bias_0_gradient", "forget_bias_0_vs_rnn", "forget_bias_1_vs_rnn")
+    wrong = (("explodes", "stays constant"), ("more",), ("less",))
+    for k, alternatives in enumerate(wrong):
+        for answer in alternatives:
+            answers = list(right)
+            answers[k] = answer
+            with pytest.raises(CheckFailure) as info:
+                check_ltm_gradient_answers(*answers)
+            message = str(info.value)
+            assert message.startswith(names[k]) and repr(answer) in message
+            assert repr(right[k]) not in message, "the check must not print the answer"
+    for bad in ("Vanishes", ["vanishes"], None):
+        with pytest.raises(CheckFailure, match="should be one of"):
+            check_ltm_gradient_answers(bad, "less", "more")
+    out = capsys.readouterr()
+    assert out.err == "" and "vanishes" not in out.out
+
+
+def test_the_notebook_experiment_is_what_the_check_measures(ns):
+    """The learner's lstm_cell in the notebook's experiment gives the check's reference numbers."""
+    from helpers.checks.lesson02 import GRADIENT_WEIGHT_SCALE, measured_far_gradients
+    from helpers.experiments import gradient_norms_through_time
+
+    far = measured_far_gradients(16, 40, 0)
+    for bias in (0.0, 1.0):
+        mine = gradient_norms_through_time(
+            ns["lstm_cell"], GRADIENT_WEIGHT_SCALE, 40, kind="lstm", wrt="c", forget_bias=bias
+        )
+        assert mine[-1].item() == pytest.approx(far[bias], rel=1e-9)
+    assert far[0.0] < far["rnn"] < far[1.0]
+
+
+def _pre(x, h, params):
+    """The four gates' pre-activations in PyTorch's order, written with F.linear."""
+    w_ih, w_hh, b_ih, b_hh = params
+    return (functional.linear(x, w_ih, b_ih) + functional.linear(h, w_hh, b_hh)).chunk(4, dim=1)
+
+
+def _wrong_lstm_cell(mistake):
+    """An LSTM cell written from scratch with one classic mistake."""
+
+    def cell(event, state, params):
+        stm, ltm = state
+        a_i, a_f, a_g, a_o = _pre(event, stm, params)
+        if mistake == "order i, g, f, o":
+            a_f, a_g = a_g, a_f
+        i, f, g, o = a_i.sigmoid(), a_f.sigmoid(), a_g.tanh(), a_o.sigmoid()
+        new_ltm = f * ltm + i * g
+        if mistake == "kept only":
+            new_ltm = f * ltm
+        squash = {"no tanh": lambda t: t, "sigmoid": torch.sigmoid}.get(mistake, torch.tanh)
+        new_stm = o * squash(new_ltm)
+        if mistake == "no output gate":
+            new_stm = torch.tanh(new_ltm)
+        return new_stm, new_ltm
+
+    return cell
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("no tanh", "tanh is missing"),
+        ("sigmoid", "squashed with sigmoid"),
+        ("order i, g, f, o", r"order i, g, f, o \(TensorFlow's order\)"),
+        ("no output gate", "without the output gate"),
+        ("kept only", "the kept LTM only"),
+    ],
+)
+def test_lstm_cell_names_more_mistakes(mistake, message):
+    with pytest.raises(CheckFailure, match=message) as info:
+        check_lstm_cell(_wrong_lstm_cell(mistake))
+    assert str(info.value).startswith("lstm_cell") and "likely cause:" in str(info.value)
+
+
+def _forward_with(cell, carry=("stm", "ltm"), stack_dim=1):
+    def lstm_forward(events, state, params):
+        stm0, ltm0 = state
+        stm, ltm = state
+        outputs = []
+        for t in range(events.shape[1]):
+            stm, ltm = cell(
+                events[:, t],
+                (stm if "stm" in carry else stm0, ltm if "ltm" in carry else ltm0),
+                params,
+            )
+            outputs.append(stm)
+        return torch.stack(outputs, dim=stack_dim), (stm, ltm)
+
+    return lstm_forward
+
+
+def _good_cell(event, state, params):
+    return _wrong_lstm_cell(None)(event, state, params)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (_forward_with(_good_cell, carry=()), "the state is not carried"),
+        (_forward_with(_good_cell, carry=("stm",)), "the LTM is not carried"),
+        (_forward_with(_good_cell, carry=("ltm",)), "the STM is not carried"),
+        (_forward_with(_wrong_lstm_cell("no tanh")), "tanh is missing"),
+        (_forward_with(_wrong_lstm_cell("order i, g, f, o")), "order i, g, f, o"),
+        (_forward_with(_good_cell, stack_dim=0), "wrong order"),
+    ],
+)
+def test_lstm_forward_names_more_mistakes(wrong, message):
+    with pytest.raises(CheckFailure, match=message) as info:
+        check_lstm_forward(wrong)
+    assert "likely cause:" in str(info.value)
+
+
+def _gru_from_scratch(mistake=None):
+    def gru_cell(x, h, params):
+        w_ih, w_hh, b_ih, b_hh = params
+        a_r, a_z, a_n = functional.linear(x, w_ih, b_ih).chunk(3, dim=1)
+        w_hr, w_hz, w_hn = w_hh.chunk(3)
+        b_hr, b_hz, b_hn = b_hh.chunk(3)
+        r = torch.sigmoid(a_r + h @ w_hr.T + b_hr)
+        z = torch.sigmoid(a_z + h @ w_hz.T + b_hz)
+        if mistake == "r from z's rows":
+            r = z
+        recurrent = h @ w_hn.T + b_hn
+        if mistake == "b_hn outside":
+            n = torch.tanh(a_n + r * (h @ w_hn.T) + b_hn)
+        elif mistake == "no reset":
+            n = torch.tanh(a_n + recurrent)
+        else:
+            n = torch.tanh(a_n + r * recurrent)
+        if mistake == "(1 - z) on h":
+            return z * n + (1 - z) * h
+        return (1 - z) * n + z * h
+
+    return gru_cell
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("b_hn outside", "but not b_hn"),
+        ("no reset", "the reset gate is not used"),
+        ("r from z's rows", "computed from the update gate's rows"),
+        ("(1 - z) on h", "z and 1 - z are swapped"),
+    ],
+)
+def test_gru_cell_names_more_mistakes(mistake, message):
+    check_gru_cell(_gru_from_scratch())  # the same code without the mistake passes
+    with pytest.raises(CheckFailure, match=message) as info:
+        check_gru_cell(_gru_from_scratch(mistake))
+    assert str(info.value).startswith("gru_cell") and "likely cause:" in str(info.value)
+
+
+def test_peephole_added_after_the_sigmoid_is_named(ns):
+    def after_sigmoid(event, state, params, peepholes):
+        stm, ltm = state
+        w_ci, w_cf, w_co = peepholes
+        a_i, a_f, a_g, a_o = _pre(event, stm, params)
+        new_ltm = (a_f.sigmoid() + w_cf * ltm) * ltm + (a_i.sigmoid() + w_ci * ltm) * a_g.tanh()
+        return (a_o.sigmoid() + w_co * new_ltm) * new_ltm.tanh(), new_ltm
+
+    with pytest.raises(CheckFailure, match="added after the sigmoid") as info:
+        check_peephole_lstm_cell(after_sigmoid, gradcheck=False)
+    assert str(info.value).startswith("peephole_lstm_cell")
+
+
+def test_param_count_names_missing_weights():
+    def count(input_size, hidden_size, num_layers=1, bias=True, skip=""):
+        total = 0
+        for layer in range(num_layers):
+            inputs = input_size if layer == 0 else hidden_size
+            total += 0 if skip == "ih" else 4 * hidden_size * inputs
+            total += 0 if skip == "hh" else 4 * hidden_size * hidden_size
+            total += 8 * hidden_size if bias else 0
+        return total
+
+    check_lstm_param_count(count)
+    with pytest.raises(CheckFailure, match="recurrent weights are missing"):
+        check_lstm_param_count(lambda *a, **k: count(*a, **k, skip="hh"))
+    with pytest.raises(CheckFailure, match="input weights are missing"):
+        check_lstm_param_count(lambda *a, **k: count(*a, **k, skip="ih"))
+    with pytest.raises(CheckFailure, match="that is a GRU"):
+        check_lstm_param_count(lambda *a, **k: count(*a, **k) * 3 // 4)
+
+
+# correct answers written differently: none may be rejected
+
+
+def _lstm_addmm(event, state, params):
+    stm, ltm = state
+    w_ih, w_hh, b_ih, b_hh = params
+    pre = torch.addmm(b_ih + b_hh, event, w_ih.t()) + torch.addmm(
+        torch.zeros_like(b_hh), stm, w_hh.t()
+    )
+    i, f, g, o = pre.chunk(4, dim=1)
+    new_ltm = torch.sigmoid(f) * ltm + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(new_ltm), new_ltm
+
+
+def _lstm_einsum(event, state, params):
+    stm, ltm = state
+    w_ih, w_hh, b_ih, b_hh = params
+    hidden = stm.shape[1]
+    pre = torch.einsum("bi,gi->bg", event, w_ih) + torch.einsum("bh,gh->bg", stm, w_hh)
+    pre = pre + b_ih + b_hh
+    gate = {name: pre[:, k * hidden : (k + 1) * hidden] for k, name in enumerate("ifgo")}
+    new_ltm = gate["f"].sigmoid() * ltm + gate["i"].sigmoid() * gate["g"].tanh()
+    return gate["o"].sigmoid() * new_ltm.tanh(), new_ltm
+
+
+def _lstm_per_gate(event, state, params):
+    stm, ltm = state
+    values = {}
+    squashes = (torch.sigmoid, torch.sigmoid, torch.tanh, torch.sigmoid)
+    for gate, squash in zip(LSTM_GATES, squashes, strict=True):
+        w_ih, w_hh, b_ih, b_hh = gate_params(params, gate)
+        values[gate] = squash(
+            functional.linear(event, w_ih, b_ih) + functional.linear(stm, w_hh, b_hh)
+        )
+    new_ltm = values["f"] * ltm + values["i"] * values["g"]
+    return values["o"] * torch.tanh(new_ltm), new_ltm
+
+
+def _lstm_forward_preallocated(events, state, params):
+    stm, ltm = state
+    batch, seq, _ = events.shape
+    outputs = torch.empty(batch, seq, stm.shape[1], dtype=events.dtype)
+    for t in range(seq):
+        stm, ltm = _lstm_einsum(events[:, t, :], (stm, ltm), params)
+        outputs[:, t] = stm
+    return outputs, (stm, ltm)
+
+
+def _lstm_forward_time_major(events, state, params):
+    stm, ltm = state
+    outputs = []
+    for event in events.transpose(0, 1):  # (seq, batch, input): one step at a time
+        stm, ltm = _lstm_addmm(event, (stm, ltm), params)
+        outputs.append(stm)
+    return torch.stack(outputs).transpose(0, 1), [stm, ltm]
+
+
+def _gru_per_gate(x, h, params):
+    r_ih, r_hh, r_bi, r_bh = gru_gate_params(params, "r")
+    z_ih, z_hh, z_bi, z_bh = gru_gate_params(params, "z")
+    n_ih, n_hh, n_bi, n_bh = gru_gate_params(params, "n")
+    r = torch.sigmoid(torch.addmm(r_bi, x, r_ih.T) + torch.addmm(r_bh, h, r_hh.T))
+    z = torch.sigmoid(torch.einsum("bi,hi->bh", x, z_ih) + z_bi + h @ z_hh.T + z_bh)
+    n = torch.tanh(functional.linear(x, n_ih, n_bi) + r * functional.linear(h, n_hh, n_bh))
+    return torch.lerp(n, h, z)  # n + z * (h - n) = (1 - z) * n + z * h
+
+
+@pytest.mark.parametrize("cell", [_lstm_addmm, _lstm_einsum, _lstm_per_gate])
+def test_lstm_cells_written_differently_pass(cell, capsys):
+    check_lstm_cell(cell)
+    check_lstm_cell(cell, hidden=True)
+
+
+@pytest.mark.parametrize("forward", [_lstm_forward_preallocated, _lstm_forward_time_major])
+def test_lstm_forwards_written_differently_pass(forward):
+    check_lstm_forward(forward)
+    check_lstm_forward(forward, hidden=True)
+
+
+def test_gru_written_differently_passes():
+    check_gru_cell(_gru_per_gate)
+    check_gru_cell(_gru_per_gate, hidden=True)
+    check_gru_cell(_gru_from_scratch(), hidden=True)
+
+
+def test_param_count_written_differently_passes():
+    def closed_form(input_size, hidden_size, num_layers=1, bias=True):
+        four_h = 4 * hidden_size
+        first = four_h * (input_size + hidden_size)
+        rest = (num_layers - 1) * four_h * 2 * hidden_size
+        return first + rest + num_layers * 2 * four_h * int(bias)
+
+    check_lstm_param_count(closed_form)
+    check_lstm_param_count(closed_form, hidden=True)
+
+
 # --------------------------------------------------------------------------- make check, end to end
 
 
@@ -469,8 +764,8 @@ def test_make_check_passes_on_a_correct_notebook(tmp_path):
     """What a student sees: ``make check`` on a notebook filled in correctly."""
     result = _check_lesson(_mutated_solution(tmp_path, []))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(" passed\n") == 9, result.stdout
-    assert "total: 21/21 points\n" in result.stdout, result.stdout
+    assert result.stdout.count(" passed\n") == 10, result.stdout
+    assert "total: 23/23 points\n" in result.stdout, result.stdout
 
 
 @pytest.mark.slow
@@ -488,7 +783,7 @@ def test_make_check_names_the_mistakes(tmp_path):
     result = _check_lesson(path)
     assert result.returncode != 0
     out = result.stdout
-    assert out.count(" FAILED\n") == 5 and out.count(" passed\n") == 4, out
+    assert out.count(" FAILED\n") == 5 and out.count(" passed\n") == 5, out
     assert "(5 to fix)" in out, out
     for exercise, message in (
         ("forget_gate", "rows are swapped"),

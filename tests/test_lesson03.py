@@ -1,10 +1,13 @@
 """Lesson 03: helpers/timeseries.py, the checks' verdicts and messages on the usual mistakes in
-SimpleRNN and train_rnn, the long-memory benchmark script, and the notebook's stated figures."""
+SimpleRNN, train_rnn and forecast, the race prediction, the long-memory benchmark script, and
+the notebook's stated figures."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import re
 
 import matplotlib
 import nbformat
@@ -13,8 +16,17 @@ import torch
 from conftest import ROOT, loaded, notebook_path
 from torch import nn
 
+import helpers.timeseries
 from helpers.checks import CheckFailure
-from helpers.checks.lesson03 import EXERCISES, check_simple_rnn, check_train_rnn
+from helpers.checks.lesson03 import (
+    EXERCISES,
+    RACE_RESULT,
+    check_forecast,
+    check_race_prediction,
+    check_simple_rnn,
+    check_train_rnn,
+    measured_race_answers,
+)
 from helpers.timeseries import (
     ADDING_BASELINE_MSE,
     DT,
@@ -25,9 +37,9 @@ from helpers.timeseries import (
     adding_problem,
     count_parameters,
     cpu_threads,
-    forecast,
     forecast_errors,
     long_memory_race,
+    marker_sensitivity,
     next_step_mse,
     persistence_mse,
     plot_forecast,
@@ -198,22 +210,24 @@ def test_next_step_mse_restores_the_mode_and_rejects_wrong_outputs():
         next_step_mse(Flat(), data.x_test, data.y_test)
 
 
-def test_forecast_feeds_predictions_back_and_carries_the_state():
+def test_the_solutions_forecast_continues_a_sine_exactly(ns):
+    """The reference solution's forecast, on a model that predicts a sampled sine exactly."""
     series = sine_series(6, 70, seed=4)
     context, truth = series[:, :50], series[:, 50:]
-    oracle = SineOracle().train()
-    predicted = forecast(oracle, context, 20)
+    predicted = ns["forecast"](SineOracle(), context, 20)
     assert predicted.shape == truth.shape == (6, 20, 1)
-    assert oracle.training
     errors = forecast_errors(predicted, truth)
     assert errors.shape == (20,)
     assert errors.max() < 1e-4
     naive = forecast_errors(context[:, -1:].expand_as(truth), truth)
     assert naive[-1] > 0.1
     with pytest.raises(ValueError):
-        forecast(oracle, context, 0)
-    with pytest.raises(ValueError):
         forecast_errors(predicted, truth[:, :-1])
+
+
+def test_helpers_hold_no_forecast():
+    """forecast is an exercise: helpers/ must not hand the learner a working one."""
+    assert not hasattr(helpers.timeseries, "forecast")
 
 
 def test_plots_return_axes_and_reject_empty_input():
@@ -392,7 +406,7 @@ class IgnoresHidden(_Layers):
         return self.fc(r_out), hidden
 
 
-class Flattened(_Layers):  # the original notebook's view(-1, hidden_dim)
+class Flattened(_Layers):  # Simple_RNN.ipynb of Udacity's RNN lesson: view(-1, hidden_dim)
     def forward(self, x, hidden):
         r_out, hidden = self.rnn(x, hidden)
         return self.fc(r_out.reshape(-1, self.hidden_dim)), hidden
@@ -419,6 +433,59 @@ class DetachesOutput(_Layers):
         return self.fc(r_out).detach(), hidden
 
 
+class DetachesBeforeHead(_Layers):  # values right, yet no gradient reaches nn.RNN
+    def forward(self, x, hidden):
+        r_out, hidden = self.rnn(x, hidden)
+        return self.fc(r_out.detach()), hidden
+
+
+class RnnUnderNoGrad(_Layers):
+    def forward(self, x, hidden):
+        with torch.no_grad():
+            r_out, hidden = self.rnn(x, hidden)
+        return self.fc(r_out), hidden
+
+
+class FrozenHead(_Layers):
+    def __init__(self, input_size=1, output_size=1, hidden_dim=32, n_layers=1):
+        super().__init__(input_size, output_size, hidden_dim, n_layers)
+        self.fc.requires_grad_(False)
+
+    def forward(self, x, hidden):
+        r_out, hidden = self.rnn(x, hidden)
+        return self.fc(r_out), hidden
+
+
+class TanhOnTheHead(_Layers):
+    def forward(self, x, hidden):
+        r_out, hidden = self.rnn(x, hidden)
+        return torch.tanh(self.fc(r_out)), hidden
+
+
+class ReturnsTheGivenHidden(_Layers):
+    def forward(self, x, hidden):
+        r_out, _ = self.rnn(x, hidden)
+        return self.fc(r_out), hidden
+
+
+class LastOutputAsHidden(_Layers):
+    def forward(self, x, hidden):
+        r_out, _ = self.rnn(x, hidden)
+        return self.fc(r_out), r_out[:, -1]
+
+
+class HeadOnHidden(_Layers):
+    def forward(self, x, hidden):
+        r_out, hidden = self.rnn(x, hidden)
+        return self.fc(hidden), hidden
+
+
+class SwappedReturn(_Layers):
+    def forward(self, x, hidden):
+        r_out, hidden = self.rnn(x, hidden)
+        return hidden, self.fc(r_out)
+
+
 class OneLayerAlways(_Layers):
     def __init__(self, input_size=1, output_size=1, hidden_dim=32, n_layers=1):
         super().__init__(input_size, output_size, hidden_dim, 1)
@@ -442,6 +509,14 @@ class NoneNotAccepted(_Layers):
         (LastStepOnly, "only the last step is returned"),
         (NotBatchFirst, "without batch_first=True"),
         (DetachesOutput, "does not require grad"),
+        (DetachesBeforeHead, "no gradient reaches the recurrent layer"),
+        (RnnUnderNoGrad, "no gradient reaches the recurrent layer"),
+        (FrozenHead, "requires_grad=False"),
+        (TanhOnTheHead, "a tanh after the linear head"),
+        (ReturnsTheGivenHidden, "returns the hidden state it was given"),
+        (LastOutputAsHidden, "r_out\\[:, -1\\] is the top layer's last output"),
+        (HeadOnHidden, "the head was applied to hidden"),
+        (SwappedReturn, "forward returns \\(hidden, output\\)"),
         (OneLayerAlways, "\\(input_size, hidden_size, num_layers\\)"),
         (NoneNotAccepted, "raised TypeError"),
     ],
@@ -450,6 +525,52 @@ def test_simple_rnn_mistakes_are_named(model, message):
     with pytest.raises(CheckFailure, match=message) as info:
         check_simple_rnn(model, cases=((1, 1, 6, 2, 3, 4),))
     assert str(info.value).startswith("SimpleRNN(input_size=1")
+
+
+def test_detaching_before_the_head_names_the_parameters():
+    with pytest.raises(CheckFailure) as info:
+        check_simple_rnn(DetachesBeforeHead)
+    assert "rnn.weight_ih_l0" in str(info.value) and "rnn.weight_hh_l0" in str(info.value)
+    assert "fc.weight" not in str(info.value)
+
+
+class _TimeMajor(_Layers):  # correct: nn.RNN without batch_first, transposing around it
+    def __init__(self, input_size=1, output_size=1, hidden_dim=32, n_layers=1):
+        super().__init__(input_size, output_size, hidden_dim, n_layers, batch_first=False)
+
+    def forward(self, x, hidden=None):
+        r_out, hidden = self.rnn(x.transpose(0, 1), hidden)
+        return self.fc(r_out.transpose(0, 1)), hidden
+
+
+class _Functional(_Layers):  # correct: the head's weights applied by hand
+    def forward(self, x, hidden):
+        r_out, hidden = self.rnn(x, hidden)
+        out = torch.einsum("bsh,oh->bso", r_out, self.fc.weight) + self.fc.bias
+        return out, hidden
+
+
+class _Sequential(nn.Module):  # correct: other attribute names, a stored hidden size
+    def __init__(self, input_size=1, output_size=1, hidden_dim=32, n_layers=1):
+        super().__init__()
+        self.hidden_dim, self.n_layers = hidden_dim, n_layers
+        self.layers = nn.ModuleDict(
+            {
+                "recurrent": nn.RNN(input_size, hidden_dim, n_layers, batch_first=True),
+                "readout": nn.Linear(hidden_dim, output_size),
+            }
+        )
+
+    def forward(self, x, hidden=None):
+        out, hidden = self.layers["recurrent"](x, hidden)
+        return self.layers["readout"](out), hidden
+
+
+@pytest.mark.parametrize("model", [_TimeMajor, _Functional, _Sequential])
+def test_simple_rnn_written_differently_passes(model, capsys):
+    check_simple_rnn(model)
+    check_simple_rnn(model, hidden=True)
+    assert capsys.readouterr().out.count("SimpleRNN: OK") == 2
 
 
 def test_simple_rnn_not_implemented_says_so():
@@ -483,9 +604,16 @@ def _train_rnn_variant(mode):
             elif mode not in ("no detach", "no detach, retain graph") and hidden is not None:
                 hidden = hidden.detach()
             output, hidden = model(x, hidden)
-            loss = nn.functional.mse_loss(output, y)
-            optimizer.zero_grad()
+            loss = nn.functional.mse_loss(output, x if mode == "target x" else y)
+            if mode == "model.zero_grad, zeros kept":
+                model.zero_grad(set_to_none=False)
+            elif mode not in ("no zero_grad", "zero_grad after backward"):
+                optimizer.zero_grad()
             loss.backward(retain_graph=mode == "no detach, retain graph")
+            if mode == "zero_grad after backward":
+                optimizer.zero_grad()
+            if mode == "clipped":
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             if mode != "no optimizer step":
                 optimizer.step()
             losses.append(loss if mode == "tensor losses" else loss.item())
@@ -507,7 +635,10 @@ def _train_rnn_variant(mode):
         ("unrelated windows", "do not continue each other"),
         ("tensor losses", "append loss.item\\(\\)"),
         ("one loss short", "one loss per training step"),
-        ("no optimizer step", "above the threshold 0.005"),
+        ("no optimizer step", "weights never changed"),
+        ("zero_grad after backward", "weights never changed"),
+        ("no zero_grad", "gradients pile up across steps"),
+        ("target x", "instead of the target y"),
     ],
 )
 def test_train_rnn_mistakes_are_named(ns, mode, message):
@@ -516,8 +647,9 @@ def test_train_rnn_mistakes_are_named(ns, mode, message):
     assert str(info.value).startswith("train_rnn:")
 
 
-def test_train_rnn_starting_from_explicit_zeros_is_fine(ns, capsys):
-    check_train_rnn(_train_rnn_variant("zeros first"), ns["SimpleRNN"])
+@pytest.mark.parametrize("mode", ["zeros first", "clipped", "model.zero_grad, zeros kept"])
+def test_train_rnn_written_differently_passes(ns, capsys, mode):
+    check_train_rnn(_train_rnn_variant(mode), ns["SimpleRNN"])
     assert "train_rnn: OK" in capsys.readouterr().out
 
 
@@ -583,4 +715,315 @@ def test_release_has_no_answers():
     _, text = _notebook_text("lessons")
     assert "nn.RNN(input_size, hidden_dim, n_layers, batch_first=True)" not in text
     assert "hidden = hidden.detach()  # keep" not in text
-    assert text.count("raise NotImplementedError()") >= 3  # __init__, forward, train_rnn
+    assert "model(step, hidden)" not in text and "output[:, -1:]" not in text
+    assert "stays_at_baseline = (" not in text and "why_at_baseline = " not in text
+    # __init__, forward, train_rnn, forecast, the prediction
+    assert text.count("raise NotImplementedError()") >= 5
+
+
+# --------------------------------------------------------------------------------------------
+# forecast: correct answers written differently pass, the usual mistakes are named
+# --------------------------------------------------------------------------------------------
+
+
+def _forecast_list_cat(model, context, horizon):
+    output, hidden = model(context, None)
+    step = output[:, -1:]
+    forecasts = [step]
+    for _ in range(horizon - 1):
+        output, hidden = model(step, hidden)
+        step = output[:, -1:]
+        forecasts.append(step)
+    return torch.cat(forecasts, dim=1)
+
+
+@torch.no_grad()
+def _forecast_preallocated(model, context, horizon):
+    output, hidden = model(context, None)
+    result = torch.empty(context.shape[0], horizon, output.shape[2])
+    step = output[:, -1:]
+    for t in range(horizon):
+        result[:, t] = step[:, 0]
+        if t < horizon - 1:
+            output, hidden = model(step, hidden)
+            step = output
+    return result
+
+
+def _forecast_stepwise_stack(model, context, horizon):
+    hidden = None
+    for t in range(context.shape[1]):  # warm up one step at a time
+        output, hidden = model(context[:, t : t + 1], hidden)
+    predictions = []
+    for _ in range(horizon):
+        predictions.append(output[:, -1])
+        output, hidden = model(output[:, -1:], hidden)  # one call too many: harmless
+    return torch.stack(predictions, dim=1)
+
+
+def _forecast_explicit_zeros(model, context, horizon):
+    hidden = torch.zeros(model.n_layers, context.shape[0], model.hidden_dim)
+    output, hidden = model(context, hidden)
+    forecasts = output[:, -1:]
+    for _ in range(horizon - 1):
+        output, hidden = model(forecasts[:, -1:], hidden)
+        forecasts = torch.cat([forecasts, output], dim=1)
+    return forecasts.detach()
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        _forecast_list_cat,
+        _forecast_preallocated,
+        _forecast_stepwise_stack,
+        _forecast_explicit_zeros,
+    ],
+)
+def test_forecast_written_differently_passes(fn, capsys):
+    check_forecast(fn)
+    check_forecast(fn, hidden=True)
+    out = capsys.readouterr().out
+    assert out.count("forecast: OK") == 2 and "note:" not in out
+
+
+def test_forecast_rereading_the_context_passes_with_a_note(capsys):
+    def rereads(model, context, horizon):
+        series, forecasts = context, []
+        for _ in range(horizon):
+            output, _ = model(series, None)
+            forecasts.append(output[:, -1:])
+            series = torch.cat([series, output[:, -1:]], dim=1)
+        return torch.cat(forecasts, dim=1)
+
+    check_forecast(rereads)
+    out = capsys.readouterr().out
+    assert "forecast: OK" in out
+    assert "note: forecast is right" in out and "square of the horizon" in out
+
+
+def _forecast_mistake(mode):
+    def forecast(model, context, horizon):
+        output, hidden = model(context, None)
+        step = output[:, -1:]
+        if mode == "last value twice":
+            output, hidden = model(context[:, -1:], hidden)
+            step = output
+        forecasts = [] if mode == "first dropped" else [step]
+        steps = horizon if mode in ("first dropped", "one too many") else horizon - 1
+        for _ in range(steps):
+            if mode == "first repeated":
+                forecasts.append(step)
+            given = context[:, -1:] if mode == "feeds the last value" else step
+            output, new_hidden = model(given, None if mode == "no carry" else hidden)
+            hidden = new_hidden
+            step = output[:, -1:]
+            if mode != "first repeated":
+                forecasts.append(step)
+        result = torch.cat(forecasts, dim=1)
+        if mode != "one too many":
+            result = result[:, :horizon]
+        if mode == "squeezed":
+            result = result[..., 0]
+        if mode == "random":
+            result = result + 0.3
+        if mode == "with hidden":
+            result = (result, hidden)
+        return result
+
+    return forecast
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("no carry", "the hidden state is not carried between steps"),
+        ("feeds the last value", "the last observed value is fed at every step"),
+        ("first dropped", "the first prediction .* is dropped"),
+        ("first repeated", "the first prediction appears twice"),
+        ("last value twice", "the last observed value is read twice"),
+        ("one too many", "one step too many"),
+        ("squeezed", "the feature dimension was squeezed away"),
+        ("with hidden", "not \\(forecasts, hidden\\)"),
+    ],
+)
+def test_forecast_mistakes_are_named(mode, message):
+    for hidden in (False, True):
+        with pytest.raises(CheckFailure, match=message) as info:
+            check_forecast(_forecast_mistake(mode), hidden=hidden)
+        assert str(info.value).startswith("forecast(model, context, horizon=")
+
+
+def test_forecast_wrong_values_say_where_without_a_made_up_cause():
+    with pytest.raises(CheckFailure, match="first mismatch at index") as info:
+        check_forecast(_forecast_mistake("random"))
+    assert "likely cause" not in str(info.value)
+
+
+def test_forecast_not_implemented_says_so():
+    def forecast(model, context, horizon):
+        raise NotImplementedError()
+
+    with pytest.raises(CheckFailure, match="not implemented yet"):
+        check_forecast(forecast)
+
+
+# --------------------------------------------------------------------------------------------
+# The race prediction, graded by the shipped measurement of the full race
+# --------------------------------------------------------------------------------------------
+
+
+def _shipped_race():
+    return json.loads(RACE_RESULT.read_text(encoding="utf-8"))
+
+
+def test_the_shipped_race_is_the_benchmarks_full_race():
+    spec = importlib.util.spec_from_file_location(
+        "long_memory", ROOT / "benchmarks" / "long_memory.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    record = _shipped_race()
+    assert record["settings"] == module.FULL and record["seed"] == 0
+    assert record["command"] == "python benchmarks/long_memory.py --json data/long_memory_race.json"
+    assert list(record["models"]) == ["RNN", "GRU", "LSTM"]
+    assert record["capacity"]["RNN"]["hidden_size"] == module.CAPACITY_HIDDEN
+    # the capacity run has more parameters than every gated model
+    assert record["capacity"]["RNN"]["n_parameters"] > max(
+        m["n_parameters"] for m in record["models"].values()
+    )
+
+
+def test_the_measurement_decides_one_answer():
+    stays, reasons = measured_race_answers()
+    assert stays == {"RNN"}
+    assert reasons == {"c"}
+
+
+def test_measured_answers_follow_the_record():
+    record = _shipped_race()
+    record["models"]["GRU"] = dict(record["models"]["GRU"], final_over_baseline=0.9)
+    assert measured_race_answers(record)[0] == {"RNN", "GRU"}
+    record = _shipped_race()
+    del record["capacity"]["RNN"]  # without the capacity run, "a" is not refuted
+    assert "a" in measured_race_answers(record)[1]
+    record = _shipped_race()
+    record["models"]["RNN"] = dict(record["models"]["RNN"], steps=700)
+    assert "b" in measured_race_answers(record)[1]
+
+
+def test_the_solutions_prediction_passes(ns, capsys):
+    check_race_prediction(ns["stays_at_baseline"], ns["why_at_baseline"])
+    assert "race prediction: OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("stays", "why", "message"),
+    [
+        (("RNN", "GRU"), "c", "does not match the full race"),
+        ((), "c", "does not match the full race"),
+        (("LSTM",), "c", "does not match the full race"),
+        (["RNN"], "c", "should be a tuple"),
+        ("RNN", "c", "should be a tuple"),
+        (("rnn",), "c", "is not one of"),
+        (("RNN", "RNN"), "c", "names a kind twice"),
+        (("RNN",), "C", "should be one of"),
+        (("RNN",), "a", "refutes reason 'a'.*hidden size 66"),
+        (("RNN",), "b", "refutes reason 'b'.*same number of steps"),
+    ],
+)
+def test_wrong_predictions_fail_without_giving_the_answer(stays, why, message):
+    with pytest.raises(CheckFailure, match=message) as info:
+        check_race_prediction(stays, why)
+    text = str(info.value)
+    if "does not match" in text:  # which kinds stay at the baseline is never printed
+        assert not re.search(r"\b(RNN|GRU|LSTM)\b", text), text
+    if "refutes" in text:
+        assert "'c'" not in text
+
+
+# --------------------------------------------------------------------------------------------
+# marker_sensitivity and the benchmark's JSON
+# --------------------------------------------------------------------------------------------
+
+
+class _Adder(nn.Module):
+    """Answers exactly a + b (the adding problem solved), or the mean when ``solved`` is False."""
+
+    def __init__(self, solved=True):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.0 if solved else 0.0))
+
+    def forward(self, x):
+        answer = (x[:, :, 0] * x[:, :, 1]).sum(dim=1, keepdim=True)
+        return self.scale * answer + (1 - self.scale)
+
+
+def test_marker_sensitivity():
+    x, _ = adding_problem(64, 12, generator=torch.Generator().manual_seed(3))
+    assert marker_sensitivity(_Adder(), x) == pytest.approx((1.0, 1.0))
+    assert marker_sensitivity(_Adder(solved=False), x) == pytest.approx((0.0, 0.0))
+    with pytest.raises(ValueError):
+        marker_sensitivity(_Adder(), x[:, :, :1])
+    with pytest.raises(ValueError):
+        marker_sensitivity(_Adder(), torch.zeros(2, 5, 2))
+
+
+def test_benchmark_script_writes_the_measurement(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "long_memory", ROOT / "benchmarks" / "long_memory.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path / "race.json"
+    argv = ["--fast", "--steps", "2", "--seq-length", "6", "--quiet", "--capacity-hidden", "3"]
+    assert module.main([*argv, "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    assert record["settings"]["seq_length"] == 6 and record["settings"]["n_steps"] == 2
+    assert set(record["models"]) == {"RNN", "GRU", "LSTM"}
+    assert record["capacity"]["RNN"]["hidden_size"] == 3
+    for summary in [*record["models"].values(), record["capacity"]["RNN"]]:
+        assert summary["steps"] == 2 and len(summary["marker_sensitivity"]) == 2
+    assert "d answer / d first marked value" in capsys.readouterr().out
+
+
+def test_notebook_quotes_the_shipped_race():
+    _, text = _notebook_text("solutions")
+    record = _shipped_race()
+    for name in ("RNN", "GRU", "LSTM"):
+        summary = record["models"][name]
+        assert f"| {summary['n_parameters']:,} | {summary['steps']} | " in text
+        assert f"{summary['final_test_mse']:.4f}" in text
+    assert f"{record['capacity']['RNN']['n_parameters']:,}" in text
+    assert "python benchmarks/long_memory.py --json data/long_memory_race.json" in text
+    # the figures of the capacity claim are true
+    lstm = LastStepRegressor("LSTM", 2, 32)
+    assert count_parameters(LastStepRegressor("RNN", 2, 66)) > count_parameters(lstm)
+    assert count_parameters(LastStepRegressor("RNN", 2, 64)) < count_parameters(lstm)
+    assert "4,687" in text and "4,641" in text and "4,417" in text
+
+
+def test_notebook_prose_is_for_learners():
+    _, text = _notebook_text("solutions")
+    lowered = text.lower()
+    for phrase in ("the seed", "original notebook", "shared with other jobs", "idle machine"):
+        assert phrase not in lowered, phrase
+    assert "Udacity's RNN lesson" in text
+
+
+def test_every_plot_is_followed_by_what_to_see():
+    nb, _ = _notebook_text("solutions")
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "plt.show()" in cell.source:
+            following = nb.cells[index + 1]
+            assert following.cell_type == "markdown", cell.source[:60]
+            assert following.source.startswith("**What you should see:**"), cell.source[:60]
+
+
+def test_the_lesson_ends_with_a_self_test():
+    nb, _ = _notebook_text("solutions")
+    questions, answers = nb.cells[-2].source, nb.cells[-1].source
+    assert questions.startswith("## Self-test")
+    assert 3 <= len(re.findall(r"^\d\. ", questions, flags=re.M)) <= 5
+    assert answers.startswith("<details><summary>Answers</summary>")
+    assert answers.rstrip().endswith("</details>")

@@ -20,6 +20,7 @@ from helpers.checks.core import (
     Cause,
     CheckFailure,
     Exercise,
+    assert_choice,
     assert_close,
     assert_equal_values,
     call,
@@ -27,6 +28,7 @@ from helpers.checks.core import (
     fail,
     report,
 )
+from helpers.experiments import LSTM, gradient_norms_through_time
 from helpers.lstm import GRU_GATES, LSTM_GATES, SATURATED, fix_gate, gate_rows, read_gates
 
 F64 = torch.float64
@@ -182,6 +184,12 @@ ACTIVATIONS_SWAPPED = (
     "how much to let through) and the candidate g is a tanh (-1 to 1: what to "
     "write)."
 )
+ORDER_IGFO = (
+    "the gates were taken in the order i, g, f, o (TensorFlow's order), but PyTorch's is i, f, g, "
+    "o: the forget gate f is the second block of rows and the candidate g the third."
+)
+NO_TANH = "tanh is missing: the use gate is o * tanh(new_ltm), not o * new_ltm."
+SIGMOID_LTM = "the LTM is squashed with sigmoid: the use gate is o * tanh(new_ltm)."
 NO_STM = "the STM is not used: every gate sees the previous STM too, through weight_hh and bias_hh."
 NO_EVENT = "the event is not used: every gate sees the event too, through weight_ih and bias_ih."
 
@@ -203,6 +211,7 @@ def lstm_mistakes(params) -> list[Mistake]:
     mistakes = [
         Mistake(SWAPPED_FI, roles={"i": ("f", SIGMOID), "f": ("i", SIGMOID)}),
         Mistake(ORDER_IFOG, roles={"g": ("o", TANH), "o": ("g", SIGMOID)}),
+        Mistake(ORDER_IGFO, roles={"f": ("g", SIGMOID), "g": ("f", TANH)}),
         Mistake(ONE_BIAS.format(missing="bias_hh"), lambda p: _zero(p, 3)),
         Mistake(ONE_BIAS.format(missing="bias_ih"), lambda p: _zero(p, 2)),
         Mistake(TRANSPOSED.format(which="w_hh"), lambda p: _transposed(p, 1, g)),
@@ -221,6 +230,15 @@ def lstm_mistakes(params) -> list[Mistake]:
         Mistake(NO_EVENT, lambda p: _zero(p, 0)),
     ]
     return [m for m in mistakes if m.transform is None or m.transform(params) is not None]
+
+
+def cell_mistakes(params) -> list[Mistake]:
+    """``lstm_mistakes`` and the whole cell's own: the use gate's squashing of the new LTM."""
+    return [
+        *lstm_mistakes(params),
+        Mistake(NO_TANH, final=IDENTITY),
+        Mistake(SIGMOID_LTM, final=SIGMOID),
+    ]
 
 
 def _squashed(params, x, h, rows: str, squash: str):
@@ -405,11 +423,8 @@ def _use_gate_causes(new_ltm, x, h, params):
     o = _read(params, x, h)["o"]
     return [
         *found,
-        Cause(
-            "the LTM is squashed with sigmoid: the use gate is o * tanh(new_ltm).",
-            o * torch.sigmoid(new_ltm),
-        ),
-        Cause("tanh is missing: the use gate is o * tanh(new_ltm), not o * new_ltm.", o * new_ltm),
+        Cause(SIGMOID_LTM, o * torch.sigmoid(new_ltm)),
+        Cause(NO_TANH, o * new_ltm),
         Cause("only the output gate o was returned: the use gate is o * tanh(new_ltm).", o),
     ]
 
@@ -446,18 +461,46 @@ def _check_use_gate(use_gate, *, sizes, seed: int) -> None:
 def _cell_causes(case: Case, part: int):
     x, h, c, params = case.x, case.h, case.c, case.params
     found = [
-        Cause(m.message, mistaken_cell(m, x, h, c, params)[part]) for m in lstm_mistakes(params)
+        Cause(m.message, mistaken_cell(m, x, h, c, params)[part]) for m in cell_mistakes(params)
     ]
     new_stm, new_ltm = _lstm(x, h, c, params)
     if part == 0:
         gates = _read(params, x, h)
-        found.append(
+        found += [
             Cause(
                 "the use gate read the old LTM; it must squash the new LTM, after "
                 "the remember gate.",
                 gates["o"] * torch.tanh(c),
-            )
-        )
+            ),
+            Cause(
+                "the new STM is the squashed new LTM without the output gate: the use gate "
+                "scales it, o * tanh(new_ltm).",
+                torch.tanh(new_ltm),
+            ),
+            Cause(
+                "the new STM is the kept LTM (forget gate only) squashed: the use gate squashes "
+                "the new LTM, kept plus learned.",
+                gates["o"] * torch.tanh(gates["f"] * c),
+            ),
+        ]
+    else:
+        gates = _read(params, x, h)
+        found += [
+            Cause(
+                "the new LTM is the kept LTM only: the remember gate adds what the learn gate "
+                "learned, f * ltm + i * g.",
+                gates["f"] * c,
+            ),
+            Cause(
+                "the new LTM is the learned part only: the remember gate adds the kept LTM, "
+                "f * ltm + i * g.",
+                gates["i"] * gates["g"],
+            ),
+            Cause(
+                "the kept LTM and the learned part were multiplied: the remember gate adds them.",
+                gates["f"] * c * gates["i"] * gates["g"],
+            ),
+        ]
     found.append(
         Cause(
             "the pair is in the wrong order: return (new_stm, new_ltm).", (new_ltm, new_stm)[part]
@@ -547,13 +590,33 @@ def _sequence_case(batch, seq, input_size, hidden_size, seed, layers=1):
 def _forward_causes(events, h0, c0, params, part):
     """Wrong answers for outputs (part 0), stm_n (1) or ltm_n (2)."""
     found = []
-    for m in lstm_mistakes(params):
+    for m in cell_mistakes(params):
         out, ltms = _unroll(
             lambda x, h, c, p, m=m: mistaken_cell(m, x, h, c, p), events, h0, c0, params
         )
         found.append(Cause(m.message, (out, out[:, -1], ltms[:, -1])[part]))
     out, ltms = _unroll(_lstm, events, h0, c0, params)
     zero_out, zero_ltms = _unroll(_lstm, events, torch.zeros_like(h0), torch.zeros_like(c0), params)
+    for carried, message in (
+        ((), "the state is not carried: every step starts again from the initial (stm, ltm)"),
+        (("stm",), "the LTM is not carried: every step gets the initial ltm again"),
+        (("ltm",), "the STM is not carried: every step gets the initial stm again"),
+    ):
+        stuck_out, stuck_ltms = _unroll(
+            lambda x, h, c, p, carried=carried: _lstm(
+                x, h if "stm" in carried else h0, c if "ltm" in carried else c0, p
+            ),
+            events,
+            h0,
+            c0,
+            params,
+        )
+        found.append(
+            Cause(
+                f"{message}; each step must start from the (new_stm, new_ltm) of the step before.",
+                (stuck_out, stuck_out[:, -1], stuck_ltms[:, -1])[part],
+            )
+        )
     found.append(
         Cause(
             "the initial state (stm, ltm) is ignored: the first step must start from "
@@ -694,6 +757,16 @@ def _gru_update_and_candidate(params, x, h):
     return z, n
 
 
+def _bias_hn_outside(params):
+    """GRU parameters whose candidate adds ``b_hn`` outside the reset gate: moved to ``b_in``."""
+    hidden_size = params[1].shape[1]
+    rows = gate_rows(hidden_size, "n", GRU_GATES)
+    out = [p.detach().clone() for p in params]
+    out[2][rows] = out[2][rows] + out[3][rows]
+    out[3][rows] = 0.0
+    return tuple(out)
+
+
 def _gru_causes(case: Case):
     x, h, params = case.x, case.h, case.params
     gates = GRU_GATES
@@ -712,6 +785,21 @@ def _gru_causes(case: Case):
         Cause(
             "z and 1 - z are swapped: PyTorch's new state is (1 - z) * n + z * h.",
             z * n + (1 - z) * h,
+        ),
+        Cause(
+            "the reset gate multiplies h @ w_hn.T but not b_hn: PyTorch resets the bias too, "
+            "r * (h @ w_hn.T + b_hn).",
+            _gru(x, h, _bias_hn_outside(params)),
+        ),
+        Cause(
+            "the reset gate is not used: the candidate is tanh(x @ w_in.T + b_in + r * (h @ "
+            "w_hn.T + b_hn)).",
+            _gru(x, h, fix_gate(params, "r", SATURATED, gates)),
+        ),
+        Cause(
+            "the reset gate was computed from the update gate's rows: PyTorch stacks r, z, n, "
+            "and each gate has its own block of rows.",
+            _gru(x, h, _copy_block(params, "z", "r", gates)),
         ),
         Cause(
             "the reset and update gates' rows are swapped: PyTorch stacks r, z, n.",
@@ -811,7 +899,21 @@ def _peephole_causes(case: Case, part: int):
             "the input and forget gates' peepholes are ignored.",
             peephole_reference(x, h, c, params, (zero, zero, w_co))[part],
         ),
+        Cause(
+            "the peephole terms were added after the sigmoid; they belong inside it, added to "
+            "the gate's pre-activation: sigmoid(... + w_ci * ltm).",
+            _peepholes_after_sigmoid(case)[part],
+        ),
     ]
+
+
+def _peepholes_after_sigmoid(case: Case):
+    """(new_stm, new_ltm) of a peephole cell that adds ``w * ltm`` to each gate's value instead of
+    its pre-activation (the gates read out of PyTorch's cell)."""
+    x, h, c, params, (w_ci, w_cf, w_co) = case.x, case.h, case.c, case.params, case.peepholes
+    gates = _read(params, x, h)
+    new_ltm = (gates["f"] + w_cf * c) * c + (gates["i"] + w_ci * c) * gates["g"]
+    return (gates["o"] + w_co * new_ltm) * torch.tanh(new_ltm), new_ltm
 
 
 def _check_peephole_lstm_cell(
@@ -944,6 +1046,18 @@ def _check_lstm_param_count(lstm_param_count, *, cases) -> None:
                 "weights and biases.",
             ),
             (expected * 3 // 4, "three gate blocks counted: that is a GRU; an LSTM has four."),
+            (
+                expected - layers * 4 * hidden_size * hidden_size,
+                "the recurrent weights are missing: every layer has a weight_hh of shape "
+                "(4 * hidden_size, hidden_size) too.",
+            ),
+            (
+                expected
+                - 4 * hidden_size * input_size
+                - (layers - 1) * 4 * hidden_size * hidden_size,
+                "the input weights are missing: every layer has a weight_ih of shape "
+                "(4 * hidden_size, its input size) too.",
+            ),
         ]
         if type(got) is not int and not isinstance(got, bool):
             cause = "return a Python int (for example int(total)), not a tensor or NumPy number."
@@ -952,6 +1066,79 @@ def _check_lstm_param_count(lstm_param_count, *, cases) -> None:
             cause = " Or: ".join(hints) if hints else None  # equal counts can have two causes
         assert_equal_values(text, got, expected, name="count", cause=cause)
     report("lstm_param_count", len(checks), None, "nn.LSTM's parameter count")
+
+
+# --------------------------------------------------------------------------- the LTM's gradient
+
+#: The recurrent weight scale of the gradient experiment: lesson 01's vanishing case.
+GRADIENT_WEIGHT_SCALE = 0.7
+GRADIENT_CHOICES = ("vanishes", "explodes", "stays constant")
+COMPARISON_CHOICES = ("more", "less")
+
+
+def _rnn_reference(x, h, weight_ih, weight_hh, bias_ih, bias_hh):
+    """nn.RNNCell's kernel (tanh): lesson 01's RNN step."""
+    return torch.rnn_tanh_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh)
+
+
+def measured_far_gradients(hidden_size: int, seq_length: int, seed: int) -> dict:
+    """The gradient of the last output ``seq_length - 1`` steps back, relative to the last step,
+    measured with PyTorch's cells: ``{"rnn": w.r.t. the RNN's h, 0.0 and 1.0: w.r.t. the LSTM's
+    LTM c with that forget bias}``, all with recurrent weights of scale 0.7."""
+    common = {"seq_length": seq_length, "hidden_size": hidden_size, "seed": seed}
+    far = {"rnn": gradient_norms_through_time(_rnn_reference, GRADIENT_WEIGHT_SCALE, **common)}
+    for bias in (0.0, 1.0):
+        far[bias] = gradient_norms_through_time(
+            _torch_cell, GRADIENT_WEIGHT_SCALE, kind=LSTM, wrt="c", forget_bias=bias, **common
+        )
+    return {key: float(norms[-1]) for key, norms in far.items()}
+
+
+def _behaviour(ratio: float) -> str:
+    if ratio < 1e-2:
+        return "vanishes"
+    if ratio > 1e2:
+        return "explodes"
+    return "stays constant"
+
+
+def _check_ltm_gradient_answers(
+    forget_bias_0_gradient, forget_bias_0_vs_rnn, forget_bias_1_vs_rnn, *, cases
+) -> None:
+    """The learner's reading of the LTM-gradient plot matches the measurement, made here with
+    ``torch.lstm_cell`` and ``torch.rnn_tanh_cell``. ``cases`` holds ``(hidden_size,
+    seq_length, seed)``: the notebook's experiment, or (hidden) others where the same holds."""
+    answers = {
+        "forget_bias_0_gradient": assert_choice(
+            "forget_bias_0_gradient", forget_bias_0_gradient, GRADIENT_CHOICES
+        ),
+        "forget_bias_0_vs_rnn": assert_choice(
+            "forget_bias_0_vs_rnn", forget_bias_0_vs_rnn, COMPARISON_CHOICES
+        ),
+        "forget_bias_1_vs_rnn": assert_choice(
+            "forget_bias_1_vs_rnn", forget_bias_1_vs_rnn, COMPARISON_CHOICES
+        ),
+    }
+    for hidden_size, seq_length, seed in cases:
+        far = measured_far_gradients(hidden_size, seq_length, seed)
+        truth = {
+            "forget_bias_0_gradient": _behaviour(far[0.0]),
+            "forget_bias_0_vs_rnn": "more" if far[0.0] > far["rnn"] else "less",
+            "forget_bias_1_vs_rnn": "more" if far[1.0] > far["rnn"] else "less",
+        }
+        where = (
+            f"a sequence of {seq_length} steps, hidden size {hidden_size}, seed {seed}, "
+            f"weight_scale {GRADIENT_WEIGHT_SCALE}"
+        )
+        for name, answer in answers.items():
+            if answer != truth[name]:
+                fail(
+                    name,
+                    f"your answer {answer!r} is not what the measurement shows on {where}: "
+                    "compare the curves at the largest distance (the right end of the plot; "
+                    "the y axis is logarithmic).",
+                )
+    report("LTM gradient questions", len(cases), None, "the measurement with PyTorch's cells")
 
 
 #: (batch, input_size, hidden_size) of the visible and of the hidden cases of the cell checks.
@@ -996,6 +1183,14 @@ EXERCISES = exercise_table(
             "seed": 1500,
         },
     ),
+    Exercise(
+        "ltm_gradient_answers",
+        "check_ltm_gradient_answers",
+        _check_ltm_gradient_answers,
+        reads=("forget_bias_0_gradient", "forget_bias_0_vs_rnn", "forget_bias_1_vs_rnn"),
+        visible={"cases": ((16, 40, 0),)},  # the notebook's experiment
+        hidden={"cases": ((8, 60, 1), (32, 30, 2))},
+    ),
     _cell_exercise("gru_cell", _check_gru_cell, seed=60),
     # gradcheck (numerical gradients) runs on the visible cases only: it is the slow part
     _cell_exercise("peephole_lstm_cell", _check_peephole_lstm_cell, seed=70, gradcheck=False),
@@ -1015,6 +1210,7 @@ check_remember_gate = EXERCISES["remember_gate"].checker()
 check_use_gate = EXERCISES["use_gate"].checker()
 check_lstm_cell = EXERCISES["lstm_cell"].checker()
 check_lstm_forward = EXERCISES["lstm_forward"].checker()
+check_ltm_gradient_answers = EXERCISES["ltm_gradient_answers"].checker()
 check_gru_cell = EXERCISES["gru_cell"].checker()
 check_peephole_lstm_cell = EXERCISES["peephole_lstm_cell"].checker()
 check_lstm_param_count = EXERCISES["lstm_param_count"].checker()

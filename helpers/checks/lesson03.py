@@ -1,18 +1,25 @@
-"""Checks for lesson 03_time_series_rnn: ``SimpleRNN`` and ``train_rnn``, judged by behaviour.
+"""Checks for lesson 03_time_series_rnn: ``SimpleRNN``, ``train_rnn``, ``forecast`` and the race
+prediction, judged by behaviour.
 
 ``SimpleRNN`` is run against its own ``torch.nn.RNN`` and ``torch.nn.Linear`` layers (the
 composition must be exactly "recurrent layer, then a linear head on every step") and probed for
 the properties the lesson needs: output and hidden shapes, a hidden state that is really used,
-``hidden=None`` meaning zeros. ``train_rnn`` is run on a fresh ``SimpleRNN`` wrapped in a
-recorder that watches every training forward pass: the hidden state must be passed on from one
-step to the next, detached (truncated back-propagation through time), over windows that continue
-each other; after the fixed fast budget the model must predict held-out sine windows well.
+``hidden=None`` meaning zeros, and a gradient that reaches every parameter. ``train_rnn`` is run
+on a fresh ``SimpleRNN`` wrapped in a recorder that watches every training forward pass: the
+hidden state must be passed on from one step to the next, detached (truncated back-propagation
+through time), over windows that continue each other, with the weights updated and the gradients
+zeroed at every step; after the fixed fast budget the model must predict held-out sine windows
+well. ``forecast`` is run on a fixed random RNN of the check's own that counts the time steps it
+is fed, and compared with a private reference rollout; the usual mistakes are recomputed on the
+same model and named. The race prediction is graded against the shipped measurement of the full
+race (``data/long_memory_race.json``, made by ``benchmarks/long_memory.py``), never printed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 
 import torch
@@ -21,14 +28,17 @@ from torch import nn
 from helpers.checks.core import (
     F32_ATOL,
     F32_RTOL,
+    Cause,
     CheckFailure,
     Exercise,
+    assert_choice,
     assert_close,
     call,
     exercise_table,
     fail,
     report,
 )
+from helpers.course import DATA
 from helpers.timeseries import (
     WARMUP,
     cpu_threads,
@@ -134,14 +144,21 @@ def _check_output_shape(exercise, output, batch, seq, output_size, inputs) -> No
         return
     if shape == (batch * seq, output_size):
         cause = (
-            "the output is flattened to (batch * seq, output_size), as the original notebook "
-            "did; nn.Linear works on the last dimension, so apply it to the RNN's output "
-            "directly and keep (batch, seq, output_size)."
+            "the output is flattened to (batch * seq, output_size), as Simple_RNN.ipynb of "
+            "Udacity's RNN lesson does; nn.Linear works on the last dimension, so apply it to "
+            "the RNN's output directly and keep (batch, seq, output_size)."
         )
     elif shape == (batch, output_size):
         cause = "only the last step is returned; the head must be applied to every step."
     elif shape == (seq, batch, output_size):
         cause = "batch and seq are swapped: use batch_first=True and keep x's layout."
+    elif len(shape) == 3 and shape[1:] == (batch, output_size):
+        cause = (
+            "the head was applied to hidden (every layer's state after the last step) instead "
+            "of r_out (the top layer's output at every step)."
+        )
+    elif len(shape) == 3 and shape[1] == batch and shape[0] != batch:
+        cause = "forward returns (hidden, output): the order is (output, hidden)."
     else:
         cause = None
     fail(
@@ -149,6 +166,52 @@ def _check_output_shape(exercise, output, batch, seq, output_size, inputs) -> No
         f"output has shape {shape}, expected (batch, seq, output_size) = {expected}",
         inputs,
         cause,
+    )
+
+
+def _check_gradients_reach(name, model: nn.Module, output, rnn: nn.RNN, inputs) -> None:
+    """A loss on ``output`` must give every parameter of ``model`` a non-zero gradient."""
+    parameters = list(model.named_parameters())
+    frozen = [n for n, p in parameters if not p.requires_grad]
+    if frozen:
+        fail(
+            name,
+            f"parameters {', '.join(frozen)} have requires_grad=False, so training never "
+            "changes them",
+            inputs,
+            "leave every parameter trainable (no requires_grad_(False)).",
+        )
+    for _, p in parameters:
+        p.grad = None
+    weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(5))
+    try:
+        (output * weights.to(output.device, output.dtype)).sum().backward()
+    except RuntimeError as exc:
+        fail(name, f"backward() through the output raised RuntimeError: {exc}", inputs)
+    missing = [n for n, p in parameters if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    for _, p in parameters:
+        p.grad = None
+    if not missing:
+        return
+    rnn_names = {id(p) for p in rnn.parameters()}
+    in_rnn = [n for n, p in parameters if n in missing and id(p) in rnn_names]
+    if in_rnn and len(in_rnn) == len(list(rnn.parameters())):
+        fail(
+            name,
+            "no gradient reaches the recurrent layer: after backward() of a loss on the "
+            f"output, {', '.join(in_rnn)} have no gradient, so training would only ever fit "
+            "the linear head",
+            inputs,
+            "the RNN's output is detached (or computed under torch.no_grad()) before the linear "
+            "head: apply the head to r_out itself.",
+        )
+    fail(
+        name,
+        "after backward() of a loss on the output, these parameters have no (or a zero) "
+        f"gradient: {', '.join(missing)}; training would never change them",
+        inputs,
+        "every layer must be part of the computation of the output, with no .detach(), "
+        "torch.no_grad() or .data on the way.",
     )
 
 
@@ -189,13 +252,22 @@ def _check_simple_rnn(SimpleRNN, *, cases, seed: int) -> None:
         _check_output_shape(name, output, batch, seq, output_size, inputs)
         expected_hidden = (n_layers, batch, hidden_dim)
         if tuple(hidden.shape) != expected_hidden:
+            if tuple(hidden.shape) == (batch, hidden_dim):
+                cause = (
+                    "r_out[:, -1] is the top layer's last output (batch, hidden_dim); return the "
+                    "hidden state nn.RNN gives back, (n_layers, batch, hidden_dim)."
+                )
+            else:
+                cause = (
+                    "return the hidden state nn.RNN gives back, unchanged: layers come first, "
+                    "whatever batch_first says."
+                )
             fail(
                 name,
                 f"hidden has shape {tuple(hidden.shape)}, expected (n_layers, batch, "
                 f"hidden_dim) = {expected_hidden}",
                 inputs,
-                "return the hidden state nn.RNN gives back, unchanged: layers come first, "
-                "whatever batch_first says.",
+                cause,
             )
         if not output.requires_grad:
             fail(
@@ -219,6 +291,11 @@ def _check_simple_rnn(SimpleRNN, *, cases, seed: int) -> None:
                 )
 
         ref_output, ref_hidden = _reference(rnn, head, x, h_a)
+        squashed = (
+            (torch.tanh, "tanh"),
+            (torch.sigmoid, "sigmoid"),
+            (torch.relu, "ReLU"),
+        )
         worst = max(
             worst,
             assert_close(
@@ -230,6 +307,14 @@ def _check_simple_rnn(SimpleRNN, *, cases, seed: int) -> None:
                 reference="its nn.RNN followed by its nn.Linear on every step",
                 atol=F32_ATOL,
                 rtol=F32_RTOL,
+                causes=[
+                    Cause(
+                        f"a {label} after the linear head: the output is a regression value, "
+                        "so return the linear layer's output as it is.",
+                        fn(ref_output),
+                    )
+                    for fn, label in squashed
+                ],
             ),
         )
         worst = max(
@@ -243,8 +328,16 @@ def _check_simple_rnn(SimpleRNN, *, cases, seed: int) -> None:
                 reference="the hidden state its nn.RNN returns",
                 atol=F32_ATOL,
                 rtol=F32_RTOL,
+                causes=[
+                    Cause(
+                        "forward returns the hidden state it was given, not the new one "
+                        "nn.RNN returns.",
+                        h_a,
+                    )
+                ],
             ),
         )
+        _check_gradients_reach(name, model, output, rnn, inputs)
 
         none_inputs = {"x": x, "hidden": None}
         output_none, _ = _forward(name, model, x, None, none_inputs, rnn)
@@ -281,6 +374,30 @@ class _Recorder(nn.Module):
         self.last_hidden = None
         self.boundaries: list[tuple[torch.Tensor, torch.Tensor]] = []  # (x[:, 0], x[:, -1])
         self.shapes: list[tuple[int, ...]] = []
+        self.first_weights: torch.Tensor | None = None
+        self.accumulated_at: int | None = None  # first step whose gradient was accumulated
+        self._incoming: dict[int, torch.Tensor] = {}
+        for p in model.parameters():
+            if p.requires_grad:
+                p.register_hook(self._remember_incoming(p))
+                p.register_post_accumulate_grad_hook(self._compare_accumulated)
+
+    def _remember_incoming(self, p):
+        def hook(grad):
+            self._incoming[id(p)] = grad.detach().clone()
+
+        return hook
+
+    def _compare_accumulated(self, p) -> None:
+        # after zero_grad() the accumulated .grad equals this backward's gradient exactly
+        new = self._incoming.pop(id(p), None)
+        if new is None or p.grad is None or self.accumulated_at is not None:
+            return
+        if not torch.allclose(p.grad.detach(), new, rtol=1e-5, atol=1e-8):
+            self.accumulated_at = self.steps
+
+    def weights(self) -> torch.Tensor:
+        return torch.cat([p.detach().flatten().cpu() for p in self.inner.parameters()])
 
     def __getattr__(self, name):  # let train_rnn read the model's own attributes
         try:
@@ -294,6 +411,8 @@ class _Recorder(nn.Module):
         step = self.steps + 1
         if step > 1:
             self._check_hidden(step, hidden)
+        else:
+            self.first_weights = self.weights()
         if isinstance(x, torch.Tensor) and x.dim() == 3:
             self.shapes.append(tuple(x.shape))
             self.boundaries.append((x[:, 0].detach().cpu(), x[:, -1].detach().cpu()))
@@ -410,6 +529,29 @@ def _check_windows(recorder: _Recorder, seq_length: int) -> None:
         )
 
 
+def _check_updates(recorder: _Recorder) -> None:
+    """The weights changed during training, and gradients did not pile up across steps."""
+    if recorder.first_weights is not None and torch.equal(
+        recorder.first_weights, recorder.weights()
+    ):
+        fail(
+            "train_rnn",
+            f"the model's weights never changed during its {recorder.steps} training steps",
+            None,
+            "every step needs loss.backward() and then optimizer.step(), with no "
+            "optimizer.zero_grad() between them (zero the gradients before backward()).",
+        )
+    if recorder.accumulated_at is not None:
+        fail(
+            "train_rnn",
+            "the gradients pile up across steps: at training step "
+            f"{recorder.accumulated_at}, the gradient after backward() was not that step's "
+            "own gradient but its sum with the gradients of earlier steps",
+            None,
+            "call optimizer.zero_grad() at every step, before loss.backward().",
+        )
+
+
 def _check_train_rnn(
     train_rnn,
     SimpleRNN,
@@ -452,8 +594,19 @@ def _check_train_rnn(
                 f"{n_steps}; expected exactly one per step",
             )
         _check_windows(recorder, seq_length)
+        _check_updates(recorder)
         error = next_step_mse(model, x_test, y_test)
         if not error < threshold:
+            cause = (
+                "check the recipe: Adam(model.parameters(), lr=lr), optimizer.zero_grad(), "
+                "loss.backward(), optimizer.step() at every step, on "
+                "sine_stream(seq_length, batch_size, noise=noise, seed=seed)."
+            )
+            if abs(error - naive) < 0.25 * naive:
+                cause = (
+                    "the model learned to repeat its input ('no change' scores the same): is "
+                    "the loss computed against x instead of the target y?"
+                )
             fail(
                 "train_rnn",
                 f"after n_steps={n_steps} steps (seq_length={seq_length}, "
@@ -461,9 +614,7 @@ def _check_train_rnn(
                 f"sine windows is {error:.4f}, above the threshold {threshold} (always "
                 f"predicting 'no change' scores {naive:.4f}).",
                 None,
-                "check the recipe: Adam(model.parameters(), lr=lr), optimizer.zero_grad(), "
-                "loss.backward(), optimizer.step() at every step, on "
-                "sine_stream(seq_length, batch_size, noise=noise, seed=seed).",
+                cause,
             )
     report(
         "train_rnn",
@@ -477,6 +628,288 @@ def check_simple_rnn_quietly(SimpleRNN) -> None:
     """``check_simple_rnn`` on one small case, without printing."""
     with contextlib.redirect_stdout(io.StringIO()):
         _check_simple_rnn(SimpleRNN, cases=((1, 1, 8, 1, 2, 5),), seed=7)
+
+
+# ----------------------------------------------------------------------------------------------
+# forecast
+
+
+class _ProbeModel(nn.Module):
+    """A fixed model with the ``SimpleRNN`` interface that records how it is called.
+
+    ``calls`` holds, for every forward pass, the number of time steps fed and whether a hidden
+    state was passed in: the check reads them to tell a hidden state that is not carried, and a
+    rollout that re-reads the whole context at every step.
+    """
+
+    def __init__(self, size: int, hidden_dim: int, n_layers: int, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.hidden_dim, self.n_layers = hidden_dim, n_layers
+        self.rnn = nn.RNN(size, hidden_dim, n_layers, batch_first=True)
+        self.fc = nn.Linear(hidden_dim, size)
+        with torch.no_grad():  # large enough weights that every mistake changes the values
+            for p in self.parameters():
+                p.mul_(2.0)
+        self.calls: list[tuple[int, bool]] = []
+
+    def forward(self, x, hidden=None):
+        if isinstance(x, torch.Tensor) and x.dim() == 3:
+            self.calls.append((int(x.shape[1]), hidden is not None))
+        r_out, hidden = self.rnn(x, hidden)
+        return self.fc(r_out), hidden
+
+
+def _rollout(model, context, horizon, *, carry=True, feed=None, first_input=None):
+    """The reference rollout and its usual mistakes, computed directly with the probe's layers.
+
+    ``carry=False``: every feedback step starts from hidden=None. ``feed``: a fixed tensor fed
+    at every step instead of the prediction. ``first_input``: fed once after the context before
+    the rollout proper (the last observed value read twice). Returns ``horizon + 1`` steps so
+    that off-by-one mistakes can be cut from it.
+    """
+    with torch.no_grad():
+        r_out, hidden = model.rnn(context)
+        step = model.fc(r_out[:, -1:])
+        if first_input is not None:
+            r_out, hidden = model.rnn(first_input, hidden)
+            step = model.fc(r_out)
+        steps = [step]
+        for _ in range(horizon):
+            given = step if feed is None else feed
+            r_out, new_hidden = model.rnn(given, hidden if carry else None)
+            hidden = new_hidden
+            step = model.fc(r_out)
+            steps.append(step)
+        return torch.cat(steps, dim=1)
+
+
+def _check_forecast(forecast, *, cases, seed: int) -> None:
+    """``forecast(model, context, horizon)`` equals the reference rollout on a fixed model.
+
+    ``cases`` holds ``(batch, context_length, horizon, size, hidden_dim, n_layers)``; the model's
+    input and output both have ``size`` features (a prediction is fed back as the next input).
+    """
+    exercise = "forecast"
+    worst = 0.0
+    quadratic = None
+    for i, (batch, length, horizon, size, hidden_dim, n_layers) in enumerate(cases):
+        model = _ProbeModel(size, hidden_dim, n_layers, seed + i)
+        g = torch.Generator().manual_seed(seed + 50 + i)
+        context = torch.randn(batch, length, size, generator=g)
+        inputs = {"context": context}
+        name = f"forecast(model, context, horizon={horizon})"
+        result = call(name, forecast, model, context, horizon, inputs=inputs)
+        full = _rollout(model, context, horizon)
+        expected = full[:, :horizon]
+        if isinstance(result, tuple | list) and len(result) == 2:
+            fail(
+                name,
+                f"returned a {type(result).__name__} of two items; expected one tensor "
+                "(batch, horizon, output_size)",
+                inputs,
+                "return only the forecasts, not (forecasts, hidden).",
+            )
+        if isinstance(result, torch.Tensor):
+            shape, want = tuple(result.shape), (batch, horizon, size)
+            cause = None
+            if shape == (batch, horizon + 1, size):
+                cause = (
+                    "one step too many: the first prediction (the output after the last "
+                    "observed value) is counted twice, or the loop runs horizon times after it."
+                )
+            elif shape == (batch, horizon - 1, size):
+                cause = "one step short: the first prediction, made from the context, is missing."
+            elif shape == (batch, length + horizon, size) or shape == (
+                batch,
+                length + horizon - 1,
+                size,
+            ):
+                cause = (
+                    "the outputs over the context are included: return only the horizon "
+                    "forecasts that follow it."
+                )
+            elif shape == (batch, horizon) and size == 1:
+                cause = "the feature dimension was squeezed away: keep (batch, horizon, 1)."
+            elif shape == (horizon, batch, size):
+                cause = "horizon and batch are swapped: stack along dim=1 (batch first)."
+            if shape != want:
+                fail(
+                    name,
+                    f"the forecasts have shape {shape}, expected (batch, horizon, output_size) "
+                    f"= {want}",
+                    inputs,
+                    cause,
+                )
+        causes = [
+            Cause(
+                "the hidden state is not carried between steps: each prediction is fed back "
+                "with hidden=None, so the model forgets the context after the first step. Pass "
+                "on the hidden state the model returns: output, hidden = model(step, hidden).",
+                _rollout(model, context, horizon, carry=False)[:, :horizon],
+            ),
+            Cause(
+                "the last observed value is fed at every step instead of the model's own "
+                "prediction: feed back the prediction the model has just made.",
+                _rollout(model, context, horizon, feed=context[:, -1:])[:, :horizon],
+            ),
+            Cause(
+                "off by one: the first prediction (the model's output after the last observed "
+                "value) is dropped; it is the first forecast.",
+                full[:, 1 : horizon + 1],
+            ),
+            Cause(
+                "off by one: the first prediction appears twice; append each prediction once, "
+                "then feed it back.",
+                torch.cat([full[:, :1], full[:, : horizon - 1]], dim=1),
+            ),
+            Cause(
+                "the last observed value is read twice (once in the context, once more as the "
+                "first input): the output after the context already is the first forecast.",
+                _rollout(model, context, horizon, first_input=context[:, -1:])[:, :horizon],
+            ),
+        ]
+        if horizon == 1:  # with one step, only these differ from the right answer
+            causes = [causes[2], causes[4]]
+        try:
+            diff = assert_close(
+                name,
+                result,
+                expected,
+                inputs=inputs,
+                name="forecasts (batch, horizon, output_size)",
+                reference="the reference rollout (warm up on the context, then feed each "
+                "prediction back with the hidden state carried)",
+                atol=F32_ATOL,
+                rtol=F32_RTOL,
+                causes=causes,
+            )
+        except CheckFailure as failure:
+            text = str(failure)
+            lost = any(not carried for _, carried in model.calls[1:])
+            if "likely cause" not in text and lost and len(model.calls) > 1:
+                text += (
+                    "\n  likely cause: after the first call the model was called with "
+                    "hidden=None: the hidden state is not carried between steps."
+                )
+            raise CheckFailure(text) from None
+        worst = max(worst, diff)
+        fed = sum(steps for steps, _ in model.calls)
+        if horizon > 2 and fed > 2 * (length + horizon):
+            quadratic = (length, horizon, fed)
+    if quadratic is not None:
+        length, horizon, fed = quadratic
+        print(
+            f"note: forecast is right, but it fed the model {fed} time steps for a context of "
+            f"{length} and a horizon of {horizon}; carrying the hidden state needs only "
+            f"{length + horizon - 1} (no points lost). Re-reading the whole series at every "
+            "step makes the time grow with the square of the horizon: read the context once, "
+            "then feed one step at a time with the hidden state carried."
+        )
+    report(exercise, len(cases), worst, "the reference rollout")
+
+
+# ----------------------------------------------------------------------------------------------
+# The race prediction
+
+#: The full race's measurement, made by ``python benchmarks/long_memory.py --json
+#: data/long_memory_race.json`` (T = 100, hidden size 32, 1500 steps, seed 0).
+RACE_RESULT = DATA / "long_memory_race.json"
+#: A kind "stays at the baseline" when its final test MSE is above this fraction of it.
+AT_BASELINE = 0.5
+KINDS = ("RNN", "GRU", "LSTM")
+#: The reasons offered for the plain RNN staying at the baseline (the notebook lists them).
+WHY_CHOICES = ("a", "b", "c")
+
+
+def _race_measurement(path=None) -> dict:
+    """The shipped measurement of the full race (see ``RACE_RESULT``)."""
+    path = RACE_RESULT if path is None else path
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(
+            "race prediction",
+            f"the course's measurement {path} is missing or unreadable ({exc}); ask your "
+            "instructor, or regenerate it with: python benchmarks/long_memory.py --json "
+            "data/long_memory_race.json",
+        )
+
+
+def measured_race_answers(record: dict | None = None) -> tuple[frozenset, frozenset]:
+    """What the measurement says: (the kinds at the baseline, the reasons it does not refute).
+
+    ``"a"`` (too few parameters) is refuted when a plain RNN with more parameters than every
+    gated model also ends at the baseline; ``"b"`` (fewer training steps) when every model
+    trained for the same number of steps; ``"c"`` (the gradient from the last step vanishes
+    before it reaches the first marked value) when the models at the baseline do not respond to
+    the first marked value (``marker_sensitivity``) while the others do.
+    """
+    record = _race_measurement() if record is None else record
+    models = record["models"]
+    stays = frozenset(k for k, m in models.items() if m["final_over_baseline"] > AT_BASELINE)
+    solved = [m for k, m in models.items() if k not in stays]
+    reasons = set()
+    bigger = record.get("capacity", {}).get("RNN")
+    most = max(m["n_parameters"] for m in models.values())
+    if not (
+        bigger is not None
+        and bigger["n_parameters"] > most
+        and bigger["final_over_baseline"] > AT_BASELINE
+    ):
+        reasons.add("a")
+    if len({m["steps"] for m in models.values()}) != 1:
+        reasons.add("b")
+    if (
+        solved
+        and all(abs(models[k]["marker_sensitivity"][0]) < 0.1 for k in stays)
+        and all(m["marker_sensitivity"][0] > 0.5 for m in solved)
+    ):
+        reasons.add("c")
+    return stays, frozenset(reasons)
+
+
+def _check_race_prediction(stays_at_baseline, why_at_baseline) -> None:
+    """The prediction matches the full race's measurement (``RACE_RESULT``)."""
+    if type(stays_at_baseline) is not tuple or not all(type(k) is str for k in stays_at_baseline):
+        fail(
+            "stays_at_baseline",
+            "should be a tuple of names taken from ('RNN', 'GRU', 'LSTM'), e.g. ('GRU',) or "
+            "() for none; got " + ("a " + type(stays_at_baseline).__name__),
+        )
+    named = [str.__str__(k) for k in stays_at_baseline]
+    unknown = [k for k in named if k not in KINDS]
+    if unknown:
+        fail(
+            "stays_at_baseline",
+            f"{unknown[0]!r} is not one of ('RNN', 'GRU', 'LSTM') (spelled as in torch.nn)",
+        )
+    if len(set(named)) != len(named):
+        fail("stays_at_baseline", "names a kind twice; name each kind at most once")
+    answer_why = assert_choice("why_at_baseline", why_at_baseline, WHY_CHOICES)
+    stays, reasons = measured_race_answers()
+    if frozenset(named) != stays:
+        fail(
+            "stays_at_baseline",
+            "your prediction does not match the full race (T = 100, 1500 steps, seed 0, "
+            f"stored in data/{RACE_RESULT.name}): at least one kind you named or left out "
+            "ended the race on the other side of half the baseline. Think about what has to "
+            "happen for a value to survive 99 steps in each kind of cell (lessons 01 and 02); "
+            "the race in section 5 shows the result once you have committed to a guess.",
+        )
+    if answer_why not in reasons:
+        evidence = {
+            "a": "a plain RNN with more parameters than the LSTM (hidden size 66) was raced "
+            "too and also stayed at the baseline",
+            "b": "every model trained for the same number of steps on the same batches",
+            "c": "the measured sensitivity to the first marked value does not separate them",
+        }[answer_why]
+        fail(
+            "why_at_baseline",
+            f"the measurement refutes reason {answer_why!r}: {evidence} (see the race's "
+            "settings and the figures stored in data/" + RACE_RESULT.name + ").",
+        )
+    report("race prediction", 2, None, "the full race's measurement")
 
 
 #: Every exercise of the lesson, with its visible and hidden cases: the notebook's test cells,
@@ -501,7 +934,27 @@ EXERCISES = exercise_table(
         visible={"configs": ((32, 1, 20, 0),)},
         hidden={"configs": ((16, 2, 30, 2),)},
     ),
+    Exercise(
+        "forecast",
+        "check_forecast",
+        _check_forecast,
+        reads=("forecast",),
+        visible={"cases": ((4, 10, 6, 1, 8, 1), (3, 5, 4, 2, 5, 2)), "seed": 0},
+        hidden={
+            "cases": ((1, 1, 1, 1, 3, 1), (2, 7, 9, 3, 6, 1), (5, 1, 12, 1, 4, 2)),
+            "seed": 77,
+        },
+    ),
+    Exercise(
+        "race_prediction",
+        "check_race_prediction",
+        _check_race_prediction,
+        reads=("stays_at_baseline", "why_at_baseline"),
+        visible={},
+    ),
 )
 
 check_simple_rnn = EXERCISES["SimpleRNN"].checker()
 check_train_rnn = EXERCISES["train_rnn"].checker()
+check_forecast = EXERCISES["forecast"].checker()
+check_race_prediction = EXERCISES["race_prediction"].checker()
