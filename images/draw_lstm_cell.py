@@ -1,4 +1,4 @@
-"""Draw images/lstm_cell.png: one LSTM cell with its four gates, in the seed's words and PyTorch's.
+"""Draw images/lstm_cell.png: one LSTM cell with its four gates, in the words of Udacity's RNN lesson and PyTorch's.
 
 Long-term memory (LTM, the cell state c) runs along the top; short-term memory (STM, the hidden
 state h) and the event (the input x) enter at the bottom and feed the four gate blocks, whose rows
@@ -25,7 +25,7 @@ def line(ax, points, color="edge"):
 
 
 def region(ax, x0, x1, label, color):
-    """A faint band behind the parts of one seed gate, with its name on top."""
+    """A faint band behind the parts of one of Udacity's gates, with its name on top."""
     ax.add_patch(
         FancyBboxPatch(
             (x0, 1.7),

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import loaded, notebook_path
 from torch import nn
 
 from helpers.checks import CheckFailure
 from helpers.checks.lesson01 import (
+    EXERCISES,
+    check_clip_grad_norm,
+    check_clipping_answer,
     check_gradient_answers,
+    check_gru_quiz,
     check_hidden_state_shape,
+    check_rnn_backward,
     check_rnn_cell,
+    check_rnn_cell_backward,
     check_rnn_forward,
+    measured_lower_final_loss,
 )
+from helpers.experiments import clipping_experiment
 
 LESSON = "01_intro_to_rnns"
 
@@ -58,6 +67,12 @@ def _cell_variant(kind):
             return torch.tanh(x @ w_ih.T + b_ih + b_hh)
         if kind == "transposed":
             return torch.tanh(x @ w_ih + b_ih + h @ w_hh.T + b_hh)
+        if kind == "square weight_hh untransposed":
+            return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh + b_hh)
+        if kind == "bias after tanh":
+            return torch.tanh(x @ w_ih.T + h @ w_hh.T) + b_ih + b_hh
+        if kind == "no bias":
+            return torch.tanh(x @ w_ih.T + h @ w_hh.T)
         raise AssertionError(kind)
 
     return cell
@@ -70,6 +85,9 @@ def _cell_variant(kind):
         ("relu", "relu instead of tanh"),
         ("no recurrence", "previous hidden state h is not used"),
         ("transposed", "wrong way round"),
+        ("square weight_hh untransposed", "weight_hh is used untransposed"),
+        ("bias after tanh", "biases are added after tanh"),
+        ("no bias", "both biases are missing"),
     ],
 )
 def test_rnn_cell_mistakes_are_named(kind, message):
@@ -112,3 +130,427 @@ def test_gradient_answers_follow_the_measurement():
         check_gradient_answers("explodes", "vanishes")
     with pytest.raises(CheckFailure, match="should be one of"):
         check_gradient_answers("small", "explodes")
+
+
+def test_rnn_cell_square_weight_ih_untransposed_is_named():
+    """Only a square weight_ih hides this mistake from the shapes: the third visible case is."""
+
+    def cell(x, h, w_ih, w_hh, b_ih, b_hh):
+        if w_ih.shape[0] != w_ih.shape[1]:
+            return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)
+        return torch.tanh(x @ w_ih + b_ih + h @ w_hh.T + b_hh)
+
+    with pytest.raises(CheckFailure, match="weight_ih is used untransposed"):
+        check_rnn_cell(cell)
+
+
+def test_rnn_forward_state_not_carried_and_shift_are_named(ns):
+    cell = ns["rnn_cell"]
+
+    def from_h0(x, h0, *params):
+        steps = [cell(x[:, t], h0, *params) for t in range(x.shape[1])]
+        return torch.stack(steps, dim=1), steps[-1]
+
+    def shifted(x, h0, *params):
+        h, steps = h0, []
+        for t in range(x.shape[1]):
+            steps.append(h)
+            h = cell(x[:, t], h, *params)
+        return torch.stack(steps, dim=1), h
+
+    with pytest.raises(CheckFailure, match="hidden state is not carried"):
+        check_rnn_forward(from_h0)
+    with pytest.raises(CheckFailure, match="shifted by one step"):
+        check_rnn_forward(shifted)
+
+
+# ----------------------------------------------------------------------------------------------
+# back-propagation through time
+
+
+def _autograd_cell(batch, input_size, hidden, seed):
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    x, h = (torch.randn(batch, n, generator=g, dtype=f64) for n in (input_size, hidden))
+    w_ih = torch.randn(hidden, input_size, generator=g, dtype=f64)
+    w_hh = torch.randn(hidden, hidden, generator=g, dtype=f64) * 0.5
+    b_ih, b_hh = (
+        torch.randn(hidden, generator=g, dtype=f64),
+        torch.randn(hidden, generator=g, dtype=f64),
+    )
+    dh_next = torch.randn(batch, hidden, generator=g, dtype=f64)
+    leaves = [t.clone().requires_grad_(True) for t in (x, h, w_ih, w_hh, b_ih, b_hh)]
+    h_next = torch.tanh(
+        F.linear(leaves[0], leaves[2], leaves[4]) + F.linear(leaves[1], leaves[3], leaves[5])
+    )
+    grads = torch.autograd.grad((h_next * dh_next).sum(), leaves)
+    return (dh_next, x, h, h_next.detach(), w_ih, w_hh), grads
+
+
+@pytest.mark.parametrize("sizes", _random_sizes(6, seed=77))
+def test_rnn_cell_backward_matches_autograd_on_random_sizes(ns, sizes):
+    batch, _, input_size, hidden = sizes
+    args, grads = _autograd_cell(batch, input_size, hidden, seed=sum(sizes))
+    got = ns["rnn_cell_backward"](*args)
+    for mine, ref in zip(got, (*grads[:4], grads[4]), strict=True):
+        assert (mine - ref).abs().max() < 1e-10
+    assert (grads[4] - grads[5]).abs().max() == 0  # the two biases' gradients are equal
+
+
+@pytest.mark.parametrize("sizes", _random_sizes(6, seed=99))
+def test_rnn_backward_matches_autograd_on_random_sizes(ns, sizes):
+    batch, seq, input_size, hidden = sizes
+    rnn = nn.RNN(input_size, hidden, batch_first=True, dtype=torch.float64)
+    x = torch.randn(batch, seq, input_size, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(batch, hidden, dtype=torch.float64, requires_grad=True)
+    doutput = torch.randn(batch, seq, hidden, dtype=torch.float64)
+    output, _ = rnn(x, h0.unsqueeze(0))
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    grads = torch.autograd.grad((output * doutput).sum(), (x, h0, *weights))
+    got = ns["rnn_backward"](
+        doutput, x.detach(), h0.detach(), output.detach(), *(w.detach() for w in weights[:2])
+    )
+    for mine, ref in zip(got, grads[:5], strict=True):
+        assert (mine - ref).abs().max() < 1e-10
+
+
+def _cell_backward(kind):
+    """rnn_cell_backward, right (written in several ways) or wrong in one usual way."""
+
+    def backward(dh_next, x, h, h_next, w_ih, w_hh):
+        da = dh_next * (1 - h_next**2)
+        if kind == "no derivative":
+            da = dh_next
+        elif kind == "derivative of h":
+            da = dh_next * (1 - h**2)
+        elif kind == "tanh of h_next":
+            da = dh_next * (1 - torch.tanh(h_next) ** 2)
+        elif kind == "not squared":
+            da = dh_next * (1 - h_next)
+        elif kind == "sigmoid derivative":
+            da = dh_next * h_next * (1 - h_next)
+        out = [da @ w_ih, da @ w_hh, da.T @ x, da.T @ h, da.sum(0)]
+        if kind == "einsum":
+            out = [
+                torch.einsum("bj,ji->bi", da, w_ih),
+                torch.einsum("bj,ji->bi", da, w_hh),
+                torch.einsum("bj,bi->ji", da, x),
+                torch.einsum("bj,bi->ji", da, h),
+                torch.einsum("bj->j", da),
+            ]
+        elif kind == "linear and addmm":
+            out = [
+                F.linear(da, w_ih.T),
+                torch.mm(da, w_hh),
+                torch.addmm(torch.zeros_like(w_ih), da.T, x),
+                torch.matmul(h.T, da).T.contiguous(),
+                torch.ones(1, da.shape[0], dtype=da.dtype) @ da,
+            ]
+            out[4] = out[4].squeeze(0)
+        elif kind == "list":
+            return list(out)
+        elif kind == "dx transposed":
+            out[0] = da @ w_ih.T
+        elif kind == "dh transposed":
+            out[1] = da @ w_hh.T
+        elif kind == "dh without weight":
+            out[1] = da
+        elif kind == "dweight_ih transposed":
+            out[2] = x.T @ da
+        elif kind == "dweight_hh transposed":
+            out[3] = h.T @ da
+        elif kind == "dweight_hh with h_next":
+            out[3] = da.T @ h_next
+        elif kind == "averaged":
+            n = x.shape[0]
+            out[2:] = [out[2] / n, out[3] / n, out[4] / n]
+        elif kind == "dbias not summed":
+            out[4] = da
+        elif kind == "dbias doubled":
+            out[4] = 2 * da.sum(0)
+        return tuple(out)
+
+    return backward
+
+
+@pytest.mark.parametrize("kind", ["einsum", "linear and addmm", "list"])
+def test_rnn_cell_backward_written_differently_passes(kind):
+    fn = _cell_backward(kind)
+    check_rnn_cell_backward(fn)
+    check_rnn_cell_backward(fn, hidden=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("no derivative", "tanh derivative is missing"),
+        ("derivative of h", "uses h, the previous state"),
+        ("tanh of h_next", "h_next is already tanh"),
+        ("not squared", "not 1 - h_next"),
+        ("sigmoid derivative", "sigmoid's derivative"),
+        ("dx transposed", "transposes flip"),
+        ("dh transposed", "dh multiplies by weight_hh.T"),
+        ("dh without weight", "dh must go back through weight_hh"),
+        ("dweight_ih transposed", "dweight_ih is transposed"),
+        ("dweight_hh transposed", "dweight_hh is transposed"),
+        ("dweight_hh with h_next", "dweight_hh uses h_next"),
+        ("averaged", "averaged over the batch"),
+        ("dbias not summed", "summed over the batch"),
+        ("dbias doubled", "adds the gradients of both biases"),
+    ],
+)
+def test_rnn_cell_backward_mistakes_are_named(kind, message):
+    with pytest.raises(CheckFailure, match=message) as info:
+        check_rnn_cell_backward(_cell_backward(kind))
+    assert "rnn_cell_backward" in str(info.value)
+
+
+def _bptt(kind, cell=None):
+    """rnn_backward, right (written in several ways) or wrong in one usual way."""
+    cell = cell or _cell_backward("right")
+
+    def backward(doutput, x, h0, output, w_ih, w_hh):
+        seq = x.shape[1]
+        dx = torch.empty_like(x)  # preallocated, filled step by step
+        dw_ih, dw_hh, db = torch.zeros_like(w_ih), torch.zeros_like(w_hh), torch.zeros_like(h0[0])
+        dh = torch.zeros_like(h0)
+        steps = range(seq) if kind == "forward order" else reversed(range(seq))
+        reversed_dx = []
+        for t in steps:
+            h_prev = output[:, t - 1] if t > 0 else h0
+            if kind == "prev is current":
+                h_prev = output[:, t]
+            elif kind == "h0 everywhere":
+                h_prev = h0
+            upstream = doutput[:, t] + dh
+            if kind == "no carry":
+                upstream = doutput[:, t]
+            elif kind == "last doutput only":
+                upstream = dh + (doutput[:, t] if t == seq - 1 else 0)
+            dx_t, dh_t, a, b, c = cell(upstream, x[:, t], h_prev, output[:, t], w_ih, w_hh)
+            if kind == "dh0 before step 0" and t == 0:
+                dh_t = upstream
+            dh = dh_t
+            dx[:, t] = dx_t
+            reversed_dx.append(dx_t)
+            if kind in ("last step only", "overwritten"):
+                if kind == "overwritten" or t == seq - 1:
+                    dw_ih, dw_hh, db = a, b, c
+            else:
+                dw_ih, dw_hh, db = dw_ih + a, dw_hh + b, db + c
+        if kind == "dx reversed":
+            dx = torch.stack(reversed_dx, dim=1)
+        elif kind == "stack and flip":
+            dx = torch.stack(reversed_dx, dim=1).flip(1)
+        return dx, dh, dw_ih, dw_hh, db
+
+    return backward
+
+
+def _einsum_bptt(doutput, x, h0, output, w_ih, w_hh):
+    """Back-propagation through time in one function, without rnn_cell_backward."""
+    previous = torch.cat([h0.unsqueeze(1), output[:, :-1]], dim=1)
+    dx_steps, das = [], []
+    dh = torch.zeros_like(h0)
+    for t in range(x.shape[1] - 1, -1, -1):
+        da = (doutput[:, t] + dh) * (1 - output[:, t] ** 2)
+        das.insert(0, da)
+        dx_steps.insert(0, torch.einsum("bj,ji->bi", da, w_ih))
+        dh = da @ w_hh
+    da = torch.stack(das, dim=1)
+    return (
+        torch.stack(dx_steps, dim=1),
+        dh,
+        torch.einsum("btj,bti->ji", da, x),
+        torch.einsum("btj,bti->ji", da, previous),
+        da.sum(dim=(0, 1)),
+    )
+
+
+@pytest.mark.parametrize("kind", ["right", "stack and flip", "einsum"])
+def test_rnn_backward_written_differently_passes(kind):
+    fn = _einsum_bptt if kind == "einsum" else _bptt(kind)
+    check_rnn_backward(fn)
+    check_rnn_backward(fn, hidden=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("last step only", "only the last time step's share"),
+        ("overwritten", "overwritten instead of accumulated"),
+        ("no carry", "dh is not carried to the earlier step"),
+        ("last doutput only", "only the last step's doutput is used"),
+        ("prev is current", "not output\\[:, t\\]"),
+        ("h0 everywhere", "every step uses h0"),
+        ("forward order", "the loop runs forwards in time"),
+        ("dx reversed", "dx is in reverse time order"),
+        ("dh0 before step 0", "pass it through the first step"),
+    ],
+)
+def test_rnn_backward_mistakes_are_named(kind, message):
+    with pytest.raises(CheckFailure, match=message) as info:
+        check_rnn_backward(_bptt(kind))
+    assert "rnn_backward" in str(info.value)
+
+
+def test_rnn_backward_without_derivative_is_named():
+    with pytest.raises(CheckFailure, match="tanh derivative is missing"):
+        check_rnn_backward(_bptt("right", cell=_cell_backward("no derivative")))
+
+
+def test_rnn_backward_points_to_a_wrong_cell_backward():
+    namespace = {
+        "rnn_cell_backward": _cell_backward("dbias doubled"),
+        "rnn_backward": _bptt("right", cell=_cell_backward("dbias doubled")),
+    }
+    with pytest.raises(CheckFailure, match="fix rnn_cell_backward first"):
+        EXERCISES["rnn_backward"](namespace)
+
+
+def test_backward_results_must_be_five_tensors():
+    with pytest.raises(CheckFailure, match="should return a tuple"):
+        check_rnn_cell_backward(lambda *args: _cell_backward("right")(*args)[:4])
+
+
+# ----------------------------------------------------------------------------------------------
+# gradient clipping
+
+
+def _clip(kind):
+    """clip_grad_norm, right (written in several ways) or wrong in one usual way."""
+
+    def clip(grads, max_norm):
+        total = sum(float((g**2).sum()) for g in grads) ** 0.5
+        if kind == "vector_norm":
+            flat = torch.cat([g.reshape(-1) for g in grads]) if grads else torch.zeros(0)
+            total = torch.linalg.vector_norm(flat).item()
+        elif kind == "norm of norms":
+            total = torch.stack([g.norm() for g in grads]).norm().item() if grads else 0.0
+        factor = min(1.0, max_norm / (total + 1e-6))
+        if kind == "exact division":
+            factor = max_norm / total if total > max_norm else 1.0
+            return tuple(g * factor if factor != 1.0 else g.clone() for g in grads), total
+        if kind == "torch.where":
+            f = torch.tensor(max_norm / (total + 1e-6), dtype=torch.float64)
+            return [torch.where(f < 1, g * f, g) for g in grads], total
+        if kind == "per tensor":
+            return [g * min(1.0, max_norm / (g.norm().item() + 1e-6)) for g in grads], total
+        if kind == "always scale":
+            return [g * (max_norm / (total + 1e-6)) for g in grads], total
+        if kind == "in place":
+            for g in grads:
+                g.mul_(factor)
+            return grads, total
+        if kind == "clipped norm":
+            return [g * factor for g in grads], min(total, max_norm)
+        if kind == "squared norm":
+            return [g * factor for g in grads], total**2
+        if kind == "sum of norms":
+            return [g * factor for g in grads], sum(g.norm().item() for g in grads)
+        if kind == "tensor norm":
+            return [g * factor for g in grads], torch.tensor(total)
+        if kind == "no guard":
+            factor = max_norm / total
+            return [g * min(1.0, factor) for g in grads], total
+        if kind == "normalise then scale":  # 0 / 0 for all-zero gradients
+            norm = torch.tensor(total, dtype=torch.float64)
+            return [g / norm * min(total, max_norm) for g in grads], total
+        if kind == "upside down":
+            return [g * (total / max_norm if total > max_norm else 1.0) for g in grads], total
+        return [g * factor for g in grads], total
+
+    return clip
+
+
+@pytest.mark.parametrize(
+    "kind", ["right", "vector_norm", "norm of norms", "exact division", "torch.where"]
+)
+def test_clip_grad_norm_written_differently_passes(kind):
+    check_clip_grad_norm(_clip(kind))
+    check_clip_grad_norm(_clip(kind), hidden=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("per tensor", "each tensor was clipped on its own norm"),
+        ("always scale", "scaled although their norm is at most max_norm"),
+        ("in place", "changed its input tensors in place"),
+        ("clipped norm", "total_norm is the norm after clipping"),
+        ("squared norm", "total_norm is the squared norm"),
+        ("sum of norms", "adds up each tensor's norm"),
+        ("tensor norm", "should be a Python float"),
+        ("no guard", "division by total_norm = 0"),
+        ("normalise then scale", "nan or inf although every gradient is zero"),
+        ("upside down", "the factor is upside down"),
+    ],
+)
+def test_clip_grad_norm_mistakes_are_named(kind, message):
+    with pytest.raises(CheckFailure, match=message) as info:
+        check_clip_grad_norm(_clip(kind))
+    assert "clip_grad_norm" in str(info.value)
+
+
+def test_clipping_experiment_shapes_seed_and_bad_inputs():
+    a = clipping_experiment(None, n_updates=3, seq_length=5)
+    b = clipping_experiment(_clip("right"), n_updates=3, seq_length=5, max_norm=0.5)
+    assert set(a) == {"grad_norms", "losses"}
+    assert all(v.shape == (3,) and v.dtype == torch.float64 for v in (*a.values(), *b.values()))
+    # the same weights and first batch: the first update is the same, clipped or not
+    assert a["grad_norms"][0] == b["grad_norms"][0] and a["losses"][0] == b["losses"][0]
+    again = clipping_experiment(None, n_updates=3, seq_length=5)
+    assert torch.equal(again["losses"], a["losses"])
+    for bad in (
+        {"max_norm": 0},
+        {"lr": -1.0},
+        {"n_updates": 0},
+        {"seq_length": 2.5},
+        {"weight_scale": float("nan")},
+    ):
+        with pytest.raises(ValueError):
+            clipping_experiment(None, **bad)
+    with pytest.raises(ValueError, match="clip must be a function"):
+        clipping_experiment("clip", n_updates=1)
+    with pytest.raises(ValueError, match="clip must return"):
+        clipping_experiment(lambda grads, max_norm: grads, n_updates=1, seq_length=2)
+
+
+def test_clipping_answer_follows_the_measurement():
+    assert measured_lower_final_loss() == "with clipping"
+    assert measured_lower_final_loss(n_updates=40) == "with clipping"  # the full-mode plot
+    check_clipping_answer("with clipping")
+    with pytest.raises(CheckFailure, match="not what the experiment measures"):
+        check_clipping_answer("without clipping")
+    with pytest.raises(CheckFailure, match="should be one of"):
+        check_clipping_answer("clipping")
+
+
+# ----------------------------------------------------------------------------------------------
+# the GRU quiz: hidden variants, and no answer given away
+
+
+def test_gru_quiz_hidden_variants_catch_a_copied_shape(capsys):
+    copied = lambda gru, batch_size: (1, 3, 20)  # noqa: E731
+    check_gru_quiz(copied)  # the visible question: a copied shape passes it...
+    with pytest.raises(CheckFailure) as info:
+        check_gru_quiz(copied, hidden=True)  # ...the other GRUs do not
+    assert "(1, 3, 20)" in str(info.value)  # it says what was given, never what is expected
+    assert "expected" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (lambda gru, b: (b, gru.num_layers, gru.hidden_size), "batch_first=True does not apply"),
+        (
+            lambda gru, b: (gru.num_layers, b, gru.input_size),
+            "hidden_size features, not input_size",
+        ),
+        (lambda gru, b: (b, gru.hidden_size), "leading dimension"),
+    ],
+)
+def test_gru_quiz_mistakes_are_named_without_the_answer(answer, message):
+    with pytest.raises(CheckFailure, match=message) as info:
+        check_gru_quiz(answer)
+    assert "(1, 3, 20)" not in str(info.value)

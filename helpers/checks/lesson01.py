@@ -1,4 +1,5 @@
-"""Checks for lesson 01_intro_to_rnns, against torch.nn.RNNCell, torch.nn.RNN and torch.nn.GRU."""
+"""Checks for lesson 01_intro_to_rnns, against torch.nn.RNNCell, torch.nn.RNN, torch.nn.GRU,
+torch.autograd (back-propagation through time) and torch.nn.utils.clip_grad_norm_."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from torch import nn
 
 from helpers.checks.core import (
     Cause,
+    CheckFailure,
     Exercise,
     assert_choice,
     assert_close,
@@ -16,7 +18,7 @@ from helpers.checks.core import (
     fail,
     report,
 )
-from helpers.experiments import gradient_norms_through_time
+from helpers.experiments import clipping_experiment, gradient_norms_through_time
 
 F64 = torch.float64
 
@@ -36,7 +38,7 @@ def _rnn_case(batch: int, input_size: int, hidden_size: int, seed: int):
 def _cell_causes(x, h, w_ih, w_hh, b_ih, b_hh):
     """Outputs of the usual wrong RNN steps, to recognise them."""
     pre = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh
-    return [
+    causes = [
         Cause(
             "bias_hh is missing: PyTorch adds two biases, bias_ih and bias_hh.",
             pre.sub(b_hh).tanh(),
@@ -52,7 +54,39 @@ def _cell_causes(x, h, w_ih, w_hh, b_ih, b_hh):
         Cause("no activation: the RNN step ends with tanh.", pre),
         Cause("sigmoid instead of tanh.", torch.sigmoid(pre)),
         Cause("relu instead of tanh (nn.RNNCell's default nonlinearity is tanh).", torch.relu(pre)),
+        Cause(
+            "weight_hh is used untransposed: PyTorch stores weights (out, in), so the recurrent "
+            "term is h @ weight_hh.T (a square weight_hh hides this from the shapes).",
+            (x @ w_ih.T + b_ih + h @ w_hh + b_hh).tanh(),
+        ),
+        Cause(
+            "the biases are added after tanh: they belong inside, "
+            "tanh(x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh).",
+            (x @ w_ih.T + h @ w_hh.T).tanh() + b_ih + b_hh,
+        ),
+        Cause(
+            "both biases are missing: PyTorch adds bias_ih and bias_hh.",
+            (x @ w_ih.T + h @ w_hh.T).tanh(),
+        ),
     ]
+    if w_ih.shape[0] == w_ih.shape[1]:  # square weight_ih: these mistakes keep the shapes
+        causes += [
+            Cause(
+                "weight_ih is used untransposed: PyTorch stores weights (out, in), so the input "
+                "term is x @ weight_ih.T.",
+                (x @ w_ih + b_ih + h @ w_hh.T + b_hh).tanh(),
+            ),
+            Cause(
+                "both weights are used untransposed: the terms are x @ weight_ih.T and "
+                "h @ weight_hh.T.",
+                (x @ w_ih + b_ih + h @ w_hh + b_hh).tanh(),
+            ),
+            Cause(
+                "weight_ih and weight_hh are swapped: x goes with weight_ih, h with weight_hh.",
+                (x @ w_hh.T + b_ih + h @ w_ih.T + b_hh).tanh(),
+            ),
+        ]
+    return causes
 
 
 def _check_rnn_cell(rnn_cell, *, sizes, seed: int) -> None:
@@ -106,9 +140,22 @@ def _check_rnn_forward(rnn_forward, *, sizes, seed: int) -> None:
         with torch.no_grad():
             out, h_n = ref(x, h0.unsqueeze(0))
             out_zero, _ = ref(x, torch.zeros_like(h0).unsqueeze(0))
+            from_h0 = torch.stack(
+                [torch.rnn_tanh_cell(x[:, t], h0, *params) for t in range(seq)], dim=1
+            )
         causes = [
             Cause("h0 is ignored: the first step must start from h0, not from zeros.", out_zero),
             Cause("output holds the inputs' time order reversed.", out.flip(1)),
+            Cause(
+                "the hidden state is not carried: every step starts from h0, but step t must "
+                "start from the h_next of step t - 1.",
+                from_h0,
+            ),
+            Cause(
+                "output is shifted by one step: it holds h0 and drops the last state; append "
+                "each h_next after computing it.",
+                torch.cat([h0.unsqueeze(1), out[:, :-1]], dim=1),
+            ),
         ]
         worst = max(
             worst,
@@ -188,22 +235,676 @@ def _check_hidden_state_shape(hidden_state_shape, *, cases) -> None:
     report("hidden_state_shape", len(cases), None, "the shapes nn.GRU and nn.LSTM return")
 
 
-def _check_gru_quiz(answer) -> None:
-    """The quiz of Udacity's RNN lesson: h_n's shape for nn.GRU(100, 20, 1, batch_first=True) on
-    batches of 3."""
-    expected = _true_hidden_shape(1, 3, 20, False, kind=nn.GRU, input_size=100)
-    got = _plain_shape(answer)
-    if not (isinstance(got, tuple) and len(got) == 3 and all(type(d) is int for d in got)):
-        fail("gru_quiz_answer", f"should be a tuple of three ints, got {answer!r}")
-    assert_equal_values(
-        "gru_quiz_answer",
-        got,
-        expected,
-        name="shape",
-        cause="the hidden state is (num_layers * directions, batch, hidden_size),"
-        " whatever batch_first says.",
+def _gru_text(input_size, hidden_size, num_layers, batch_first, bidirectional, batch_size):
+    return (
+        f"nn.GRU(input_size={input_size}, hidden_size={hidden_size}, num_layers={num_layers}, "
+        f"batch_first={batch_first}, bidirectional={bidirectional}) on a batch of {batch_size}"
     )
-    report("gru_quiz_answer", 1)
+
+
+def _check_gru_quiz(gru_quiz_answer, *, cases) -> None:
+    """The quiz of Udacity's RNN lesson, as a function: the shape of h_n for a given ``nn.GRU``.
+
+    ``cases`` holds ``(input_size, hidden_size, num_layers, batch_first, bidirectional,
+    batch_size)``. The visible case is the lesson's quiz (a GRU with input 100, hidden 20, one
+    layer, batch_first, batches of 3); the hidden cases are other GRUs, so only reasoning scores.
+    A wrong answer is never told the right one.
+    """
+    for input_size, hidden, layers, batch_first, bidirectional, batch in cases:
+        config = (input_size, hidden, layers, batch_first, bidirectional, batch)
+        torch.manual_seed(0)
+        gru = nn.GRU(
+            input_size, hidden, layers, batch_first=batch_first, bidirectional=bidirectional
+        )
+        layout = (batch, 2, input_size) if batch_first else (2, batch, input_size)
+        with torch.no_grad():
+            _, h_n = gru(torch.zeros(*layout))
+        expected = tuple(h_n.shape)  # measured before the learner's code sees the module
+        got = _plain_shape(call("gru_quiz_answer", gru_quiz_answer, gru, batch))
+        if not (isinstance(got, tuple) and all(type(d) is int for d in got)):
+            fail(
+                "gru_quiz_answer",
+                f"should return a tuple of ints, got {type(got).__name__}",
+                {"gru": gru, "batch_size": batch},
+            )
+        if got == expected:
+            continue
+        directions = 2 if bidirectional else 1
+        cause = None
+        if len(got) == 2:
+            cause = "h_n keeps a leading dimension for the layers (and directions), even for one."
+        elif got == (batch, layers * directions, hidden):
+            cause = "batch_first=True does not apply to the hidden state: layers come first."
+        elif hidden != input_size and got == (layers * directions, batch, input_size):
+            cause = "the hidden state has hidden_size features, not input_size."
+        elif bidirectional and got == (layers, batch, hidden):
+            cause = "a bidirectional GRU keeps one state per direction: num_layers * 2."
+        elif not bidirectional and got == (layers * 2, batch, hidden):
+            cause = "this GRU is not bidirectional: one direction, num_layers states."
+        # the right shape is never printed: the message says what is wrong, not the answer
+        fail(
+            "gru_quiz_answer",
+            f"{got!r} is not the shape of h_n for {_gru_text(*config)}",
+            None,
+            cause
+            or "check each dimension against the GRU's settings: which of them shape the "
+            "hidden state, in which order, and which (like input_size) do not?",
+        )
+    report("gru_quiz_answer", len(cases), None, "the shapes nn.GRU returns")
+
+
+# ----------------------------------------------------------------------------------------------
+# Back-propagation through time, by hand
+
+_BACKWARD_NAMES = ("dx", "dh", "dweight_ih", "dweight_hh", "dbias")
+_BPTT_NAMES = ("dx", "dh0", "dweight_ih", "dweight_hh", "dbias")
+
+_TRANSPOSES = (
+    "in the backward pass the transposes flip: the forward pass computes x @ weight_ih.T, so "
+    "dx = da @ weight_ih and dweight_ih = da.T @ x, shaped (hidden, input) like weight_ih "
+    "(likewise h and weight_hh)."
+)
+
+
+def _call_backward(exercise, fn, args, inputs, names):
+    """Call a backward exercise; a shape error gets the backward pass's own hint."""
+    try:
+        got = call(exercise, fn, *args, inputs=inputs, expect=(RuntimeError,))
+    except RuntimeError as exc:
+        text = str(exc)
+        shapes = "mat1 and mat2" in text or "size of tensor" in text or "shape" in text
+        fail(exercise, f"raised RuntimeError: {text}", inputs, _TRANSPOSES if shapes else None)
+    if not isinstance(got, tuple | list) or len(got) != len(names):
+        fail(
+            exercise,
+            f"should return a tuple ({', '.join(names)}), got "
+            + (f"{len(got)} values" if isinstance(got, tuple | list) else type(got).__name__),
+            inputs,
+        )
+    return got
+
+
+def _backward_shapes(exercise, got, expected, names, inputs):
+    """Name the shape mistakes of a gradient before its values are compared."""
+    for name, g, e in zip(names, got, expected, strict=True):
+        if type(g) is not torch.Tensor or tuple(g.shape) == tuple(e.shape):
+            continue
+        shape, want = tuple(g.shape), tuple(e.shape)
+        cause = None
+        if name.startswith("dweight") and len(shape) == 2 and shape == want[::-1]:
+            weight = name[1:]
+            cause = (
+                f"{name} is transposed: a gradient has its parameter's shape, and PyTorch stores "
+                f"{weight} as (out, in) = "
+                + (
+                    "(hidden, input), so dweight_ih = da.T @ x."
+                    if name == "dweight_ih"
+                    else "(hidden, hidden), so dweight_hh = da.T @ h."
+                )
+            )
+        elif name == "dbias" and len(shape) == 2 and shape[-1] == want[0]:
+            cause = (
+                "dbias keeps the batch dimension: the bias is added to every row, so its "
+                "gradient is summed over the batch, da.sum(0), shape (hidden,)."
+            )
+        fail(
+            exercise,
+            f"{name} has shape {shape}, expected {want}",
+            inputs,
+            cause or _TRANSPOSES,
+        )
+
+
+def _cell_backward_variants(dh_next, x, h, h_next, w_ih, w_hh):
+    """The usual wrong gradients of one step, as ``(message, {output name: value})``."""
+
+    def grads(da, *, dx=None, dh=None, dw_ih=None, dw_hh=None, db=None):
+        return {
+            "dx": da @ w_ih if dx is None else dx,
+            "dh": da @ w_hh if dh is None else dh,
+            "dweight_ih": da.T @ x if dw_ih is None else dw_ih,
+            "dweight_hh": da.T @ h if dw_hh is None else dw_hh,
+            "dbias": da.sum(0) if db is None else db,
+        }
+
+    da = dh_next * (1 - h_next**2)
+    batch = x.shape[0]
+    variants = [
+        (
+            "the tanh derivative is missing: multiply dh_next by (1 - h_next**2) first, and use "
+            "that da for every gradient.",
+            grads(dh_next),
+        ),
+        (
+            "the tanh derivative uses h, the previous state: tanh'(a) = 1 - tanh(a)**2 = "
+            "1 - h_next**2, with h_next the state this step produced.",
+            grads(dh_next * (1 - h**2)),
+        ),
+        (
+            "h_next is already tanh(a): its derivative is 1 - h_next**2, not 1 - tanh(h_next)**2.",
+            grads(dh_next * (1 - torch.tanh(h_next) ** 2)),
+        ),
+        (
+            "the tanh derivative is 1 - h_next**2 (squared), not 1 - h_next.",
+            grads(dh_next * (1 - h_next)),
+        ),
+        (
+            "that is sigmoid's derivative, s * (1 - s); tanh's is 1 - h_next**2.",
+            grads(dh_next * h_next * (1 - h_next)),
+        ),
+        (
+            "dh must go back through weight_hh: dh = da @ weight_hh.",
+            grads(da, dh=da),
+        ),
+        (
+            "dweight_hh uses h_next: the weight multiplies the previous state h, so "
+            "dweight_hh = da.T @ h.",
+            grads(da, dw_hh=da.T @ h_next),
+        ),
+        (
+            "the weight gradients are averaged over the batch: the loss adds up over the batch, "
+            "so its gradients do too (no division by the batch size).",
+            grads(da, dw_ih=da.T @ x / batch, dw_hh=da.T @ h / batch, db=da.sum(0) / batch),
+        ),
+        (
+            "dbias adds the gradients of both biases: each of bias_ih and bias_hh gets da.sum(0) "
+            "on its own (they enter the sum the same way), and dbias is that one gradient.",
+            grads(da, db=2 * da.sum(0)),
+        ),
+    ]
+    # mistakes the shapes only hide when a matrix is square
+    if w_hh.shape[0] == w_hh.shape[1]:
+        variants += [
+            (
+                "dh multiplies by weight_hh.T: the forward pass computes h @ weight_hh.T, so the "
+                "backward pass multiplies by weight_hh (no transpose).",
+                grads(da, dh=da @ w_hh.T),
+            ),
+            (
+                "dweight_hh is transposed: PyTorch stores weights (out, in), so "
+                "dweight_hh = da.T @ h (row i for hidden unit i), not h.T @ da.",
+                grads(da, dw_hh=h.T @ da),
+            ),
+        ]
+    if w_ih.shape[0] == w_ih.shape[1]:
+        variants += [
+            (
+                "dx multiplies by weight_ih.T: the forward pass computes x @ weight_ih.T, so the "
+                "backward pass multiplies by weight_ih (no transpose).",
+                grads(da, dx=da @ w_ih.T),
+            ),
+            (
+                "dweight_ih is transposed: PyTorch stores weights (out, in), so "
+                "dweight_ih = da.T @ x, not x.T @ da.",
+                grads(da, dw_ih=x.T @ da),
+            ),
+        ]
+    return variants
+
+
+def _causes_for(variants, name):
+    return [Cause(message, outputs[name]) for message, outputs in variants]
+
+
+def _all_close(exercise, got, expected, *, inputs, reference, atol, rtol) -> float | None:
+    """One comparison of several answers at once; ``None`` when they are not all plain float64
+    tensors of the right shapes or do not all match (the caller then compares them one by one,
+    to say which is wrong). Each comparison checks the notebook's integrity, which costs time."""
+    for g, e in zip(got, expected, strict=True):
+        if (
+            type(g) is not torch.Tensor
+            or g.dtype != e.dtype
+            or g.device != e.device
+            or tuple(g.shape) != tuple(e.shape)
+        ):
+            return None
+    if not got:
+        return 0.0
+    try:
+        return assert_close(
+            exercise,
+            torch.cat([g.detach().reshape(-1) for g in got]),
+            torch.cat([e.reshape(-1) for e in expected]),
+            inputs=inputs,
+            reference=reference,
+            atol=atol,
+            rtol=rtol,
+        )
+    except CheckFailure:
+        return None
+
+
+def _compare_gradients(exercise, got, expected, names, variants, inputs, reference):
+    _backward_shapes(exercise, got, expected, names, inputs)
+    worst = _all_close(
+        exercise, got, expected, inputs=inputs, reference=reference, atol=1e-10, rtol=1e-7
+    )
+    if worst is not None:
+        return worst
+    worst = 0.0
+    for name, g, e in zip(names, got, expected, strict=True):
+        worst = max(
+            worst,
+            assert_close(
+                exercise,
+                g,
+                e,
+                inputs=inputs,
+                name=name,
+                reference=reference,
+                causes=_causes_for(variants(), name),
+            ),
+        )
+    return worst
+
+
+def _check_rnn_cell_backward(rnn_cell_backward, *, sizes, seed: int) -> None:
+    """``rnn_cell_backward`` equals torch.autograd through ``nn.RNNCell`` (float64, 1e-10).
+
+    ``sizes`` holds ``(batch, input_size, hidden_size)``. The loss is ``(h_next * dh_next).sum()``,
+    so autograd's gradients of it are exactly what the exercise computes.
+    """
+    worst = 0.0
+    for i, (batch, input_size, hidden_size) in enumerate(sizes):
+        ref, x, h, params = _rnn_case(batch, input_size, hidden_size, seed + i)
+        g = torch.Generator().manual_seed(seed + 1000 + i)
+        dh_next = torch.randn(batch, hidden_size, generator=g, dtype=F64)
+        x_leaf, h_leaf = x.clone().requires_grad_(True), h.clone().requires_grad_(True)
+        h_next = ref(x_leaf, h_leaf)
+        weights = (ref.weight_ih, ref.weight_hh, ref.bias_ih, ref.bias_hh)
+        # a scalar loss (no grad_outputs: that path imports sympy, seconds on first use)
+        loss = (h_next * dh_next).sum()
+        grads = torch.autograd.grad(loss, (x_leaf, h_leaf, *weights))
+        expected = grads[:5]  # dbias_ih == dbias_hh: both biases enter the sum the same way
+        h_next = h_next.detach()
+        w_ih, w_hh = params[0], params[1]
+        inputs = {"dh_next": dh_next, "x": x, "h": h, "weight_ih": w_ih, "weight_hh": w_hh}
+        got = _call_backward(
+            "rnn_cell_backward",
+            rnn_cell_backward,
+            (dh_next, x, h, h_next, w_ih, w_hh),
+            inputs,
+            _BACKWARD_NAMES,
+        )
+
+        def variants(dh_next=dh_next, x=x, h=h, h_next=h_next, w_ih=w_ih, w_hh=w_hh):
+            return _cell_backward_variants(dh_next, x, h, h_next, w_ih, w_hh)
+
+        worst = max(
+            worst,
+            _compare_gradients(
+                "rnn_cell_backward",
+                got,
+                expected,
+                _BACKWARD_NAMES,
+                variants,
+                inputs,
+                "torch.autograd",
+            ),
+        )
+    report("rnn_cell_backward", len(sizes), worst, "torch.autograd")
+
+
+def _bptt_variant(doutput, x, h0, output, w_ih, w_hh, mistake):
+    """Back-propagation through time done wrong in one usual way, to recognise that mistake.
+
+    ``mistake`` is one of ``_BPTT_MISTAKES``' names: there is no right way through this function.
+    """
+    if mistake not in {name for name, _ in _BPTT_MISTAKES}:
+        raise ValueError(f"unknown mistake {mistake!r}")
+    seq = x.shape[1]
+    dx = [None] * seq
+    totals = [torch.zeros_like(w_ih), torch.zeros_like(w_hh), torch.zeros_like(h0[0])]
+    shares = {}
+    carried = torch.zeros_like(h0)
+    dh0 = carried
+    steps = range(seq) if mistake == "forward order" else reversed(range(seq))
+    for t in steps:
+        h_next = output[:, t]
+        h_prev = output[:, t - 1] if t > 0 else h0
+        if mistake == "prev is current":
+            h_prev = h_next
+        elif mistake == "h0 everywhere":
+            h_prev = h0
+        if mistake == "no carry":
+            upstream = doutput[:, t]
+        elif mistake == "last doutput only":
+            upstream = carried + (doutput[:, t] if t == seq - 1 else 0)
+        else:
+            upstream = doutput[:, t] + carried
+        da = upstream if mistake == "no derivative" else upstream * (1 - h_next**2)
+        dx[t] = da @ w_ih
+        shares[t] = (da.T @ x[:, t], da.T @ h_prev, da.sum(0))
+        totals = [a + b for a, b in zip(totals, shares[t], strict=True)]
+        carried = da @ w_hh
+        if t == 0:
+            dh0 = upstream if mistake == "dh0 before step 0" else carried
+    if mistake == "last step only":
+        totals = list(shares[seq - 1])
+    elif mistake == "first step only":
+        totals = list(shares[0])
+    dx = torch.stack(dx, dim=1)
+    if mistake == "dx reversed":
+        dx = dx.flip(1)
+    return dict(zip(_BPTT_NAMES, (dx, dh0, *totals), strict=True))
+
+
+_BPTT_MISTAKES = (
+    (
+        "last step only",
+        "the weight gradients hold only the last time step's share: the same weights act at "
+        "every step, so add each step's dweight_ih, dweight_hh and dbias to running totals "
+        "(starting from zeros).",
+    ),
+    (
+        "first step only",
+        "the weight gradients hold only one time step's share (the first, which a backward loop "
+        "reaches last: overwritten instead of accumulated): the weights are shared across time, "
+        "so sum every step's gradients.",
+    ),
+    (
+        "no carry",
+        "dh is not carried to the earlier step: the gradient reaching h_t is doutput[:, t] plus "
+        "the dh that step t + 1 sends back; pass it on at every step, from the last to the first.",
+    ),
+    (
+        "last doutput only",
+        "only the last step's doutput is used: every output step has its own upstream gradient; "
+        "add doutput[:, t] to the carried dh at step t.",
+    ),
+    (
+        "prev is current",
+        "step t's previous state is output[:, t - 1] (h0 for t = 0), not output[:, t], which is "
+        "that step's h_next.",
+    ),
+    (
+        "h0 everywhere",
+        "every step uses h0 as its previous state: step t's previous state is output[:, t - 1] "
+        "(h0 only for the first step).",
+    ),
+    (
+        "forward order",
+        "the loop runs forwards in time: back-propagation through time starts at the last step "
+        "and carries dh back to the first.",
+    ),
+    (
+        "dx reversed",
+        "dx is in reverse time order: a loop that runs backwards meets the steps last-first; put "
+        "step t's dx at dx[:, t] (or reverse the list before stacking).",
+    ),
+    (
+        "dh0 before step 0",
+        "dh0 is the gradient reaching output[:, 0], not h0: pass it through the first step too "
+        "(rnn_cell_backward with h = h0).",
+    ),
+    (
+        "no derivative",
+        "the tanh derivative is missing: every step multiplies its dh by (1 - h_t**2), with h_t "
+        "that step's output.",
+    ),
+)
+
+
+def _check_rnn_backward(rnn_backward, *, sizes, seed: int) -> None:
+    """``rnn_backward`` equals torch.autograd through ``nn.RNN(batch_first=True)`` (float64).
+
+    ``sizes`` holds ``(batch, seq_length, input_size, hidden_size)``; the loss is
+    ``(output * doutput).sum()``.
+    """
+    worst = 0.0
+    for i, (batch, seq, input_size, hidden_size) in enumerate(sizes):
+        torch.manual_seed(seed + i)
+        ref = nn.RNN(input_size, hidden_size, batch_first=True, dtype=F64)
+        g = torch.Generator().manual_seed(seed + i)
+        x = torch.randn(batch, seq, input_size, generator=g, dtype=F64)
+        h0 = torch.randn(batch, hidden_size, generator=g, dtype=F64)
+        doutput = torch.randn(batch, seq, hidden_size, generator=g, dtype=F64)
+        x_leaf, h0_leaf = x.clone().requires_grad_(True), h0.clone().requires_grad_(True)
+        output, _ = ref(x_leaf, h0_leaf.unsqueeze(0))
+        weights = (ref.weight_ih_l0, ref.weight_hh_l0, ref.bias_ih_l0, ref.bias_hh_l0)
+        loss = (output * doutput).sum()
+        grads = torch.autograd.grad(loss, (x_leaf, h0_leaf, *weights))
+        expected = grads[:5]  # dbias_ih == dbias_hh
+        output = output.detach()
+        w_ih, w_hh = (w.detach().clone() for w in weights[:2])
+        inputs = {"doutput": doutput, "x": x, "h0": h0, "weight_ih": w_ih, "weight_hh": w_hh}
+        got = _call_backward(
+            "rnn_backward",
+            rnn_backward,
+            (doutput, x, h0, output, w_ih, w_hh),
+            inputs,
+            _BPTT_NAMES,
+        )
+
+        def variants(doutput=doutput, x=x, h0=h0, output=output, w_ih=w_ih, w_hh=w_hh):
+            return [
+                (message, _bptt_variant(doutput, x, h0, output, w_ih, w_hh, mistake))
+                for mistake, message in _BPTT_MISTAKES
+            ]
+
+        worst = max(
+            worst,
+            _compare_gradients(
+                "rnn_backward", got, expected, _BPTT_NAMES, variants, inputs, "torch.autograd"
+            ),
+        )
+    report("rnn_backward", len(sizes), worst, "torch.autograd")
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient clipping
+
+_ZERO_NORM = (
+    "a division by total_norm = 0 (an empty list, or gradients that are all zero): scale only "
+    "when total_norm > max_norm, or divide by total_norm + 1e-6 as PyTorch does."
+)
+_CLIP_RTOL = 1e-5  # PyTorch divides by total_norm + 1e-6; dividing by total_norm is right too
+
+
+def _torch_clip(grads, max_norm):
+    """torch.nn.utils.clip_grad_norm_ on copies of ``grads``: (clipped list, total norm float)."""
+    params = [nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    total = nn.utils.clip_grad_norm_(params, max_norm)
+    return [p.grad.detach() for p in params], float(total)
+
+
+def _clip_case(shapes, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(tuple(shape), generator=g, dtype=F64) * scale for shape in shapes]
+
+
+def _check_clip_grad_norm(clip_grad_norm, *, cases, seed: int) -> None:
+    """``clip_grad_norm`` equals ``torch.nn.utils.clip_grad_norm_`` on the same tensors.
+
+    ``cases`` holds ``(shapes, scale, max_norm)``: the gradients are random normal tensors of
+    those shapes times ``scale`` (0: all zero; no shapes: an empty list).
+    """
+    for i, (shapes, scale, max_norm) in enumerate(cases):
+        grads = _clip_case(shapes, scale, seed + i)
+        expected, total = _torch_clip(grads, max_norm)
+        inputs = {f"grads[{k}]": t for k, t in enumerate(grads)} or {"grads": []}
+        inputs["max_norm"] = max_norm
+        where = f"{len(grads)} tensors, total norm {total:.3g}, max_norm {max_norm}"
+        try:
+            got = call(
+                "clip_grad_norm",
+                clip_grad_norm,
+                grads,
+                max_norm,
+                inputs=inputs,
+                expect=(ZeroDivisionError,),
+            )
+        except ZeroDivisionError as exc:
+            fail(
+                "clip_grad_norm",
+                f"raised ZeroDivisionError: {exc} ({where})",
+                inputs,
+                _ZERO_NORM,
+            )
+        if not isinstance(got, tuple | list) or len(got) != 2:
+            fail(
+                "clip_grad_norm",
+                "should return a tuple (clipped, total_norm), got "
+                + (f"{len(got)} values" if isinstance(got, tuple | list) else type(got).__name__),
+                inputs,
+            )
+        clipped, total_norm = got
+        if type(total_norm) is torch.Tensor:
+            fail(
+                "clip_grad_norm",
+                "total_norm should be a Python float, got a tensor",
+                inputs,
+                "the docstring asks for a float: use .item() on a 0-dim tensor.",
+            )
+        if type(total_norm) not in (float, int) or total_norm != total_norm:
+            fail(
+                "clip_grad_norm",
+                f"total_norm should be a Python float, got {type(total_norm).__name__}"
+                + (" nan" if type(total_norm) is float else ""),
+                inputs,
+                "a division by a zero norm" if type(total_norm) is float else None,
+            )
+        norms = [float(g.norm()) for g in grads]
+        coef = max_norm / (total + 1e-6)
+        norm_causes = (
+            (
+                "total_norm is the norm after clipping: return the norm before clipping, as "
+                "clip_grad_norm_ does, so the caller sees how large the gradient was.",
+                min(total, max_norm),
+            ),
+            (
+                "total_norm is the squared norm: take the square root of the sum of squares.",
+                total**2,
+            ),
+            (
+                "total_norm adds up each tensor's norm: the global norm is the square root of the "
+                "sum of every element's square, over all tensors together.",
+                sum(norms),
+            ),
+            (
+                "total_norm is the largest tensor's norm: the global norm takes every tensor "
+                "together.",
+                max(norms, default=0.0),
+            ),
+            (
+                "total_norm is the scale factor: return the gradients' norm before clipping.",
+                min(1.0, coef),
+            ),
+        )
+        if not abs(total_norm - total) <= 1e-10 + 1e-9 * total:
+            cause = next(
+                (m for m, v in norm_causes if abs(total_norm - v) <= 1e-10 + 1e-9 * abs(v)),
+                None,
+            )
+            fail(
+                "clip_grad_norm",
+                f"total_norm differs from torch.nn.utils.clip_grad_norm_ ({where}): got "
+                f"{total_norm:.6g}",
+                inputs,
+                cause,
+            )
+        if not isinstance(clipped, tuple | list) or len(clipped) != len(grads):
+            fail(
+                "clip_grad_norm",
+                f"clipped should be a list of {len(grads)} tensors (one per gradient), got "
+                + (
+                    f"{len(clipped)} items"
+                    if isinstance(clipped, tuple | list)
+                    else type(clipped).__name__
+                ),
+                inputs,
+            )
+        if total == 0:  # all zero: a division by the norm gives nan
+            for c in clipped:
+                if type(c) is torch.Tensor and not bool(torch.isfinite(c.detach()).all()):
+                    fail(
+                        "clip_grad_norm",
+                        f"clipped contains nan or inf although every gradient is zero ({where})",
+                        inputs,
+                        _ZERO_NORM,
+                    )
+        factor = min(1.0, coef)
+        variants = (
+            (
+                "each tensor was clipped on its own norm: clipping uses one global norm over all "
+                "tensors together, and scales every tensor by the same factor.",
+                [g * min(1.0, max_norm / (n + 1e-6)) for g, n in zip(grads, norms, strict=True)],
+            ),
+            (
+                "the gradients were scaled although their norm is at most max_norm: the factor is "
+                "min(1, max_norm / total_norm), so small gradients stay as they are.",
+                [g * coef for g in grads],
+            ),
+            (
+                "the factor is upside down: multiply by max_norm / total_norm.",
+                [g * (total / max_norm) for g in grads],
+            ),
+            (
+                "the gradients were returned unscaled: when total_norm > max_norm, multiply each "
+                "by max_norm / total_norm.",
+                grads,
+            ),
+            (
+                "the gradients were multiplied by max_norm only: the factor is "
+                "max_norm / total_norm.",
+                [g * max_norm for g in grads],
+            ),
+            (
+                "the gradients were divided by total_norm only: the factor is "
+                "max_norm / total_norm.",
+                [g / total for g in grads] if total else grads,
+            ),
+        )
+        reference = f"torch.nn.utils.clip_grad_norm_ ({where}, factor {factor:.3g})"
+        quick = _all_close(
+            "clip_grad_norm",
+            list(clipped),
+            expected,
+            inputs=inputs,
+            reference=reference,
+            atol=1e-10,
+            rtol=_CLIP_RTOL,
+        )
+        if quick is not None:
+            continue
+        for k, (c, e) in enumerate(zip(clipped, expected, strict=True)):
+            assert_close(
+                "clip_grad_norm",
+                c,
+                e,
+                inputs=inputs,
+                name=f"clipped[{k}]",
+                reference=reference,
+                atol=1e-10,
+                rtol=_CLIP_RTOL,
+                causes=[Cause(m, v[k]) for m, v in variants],
+            )
+    report("clip_grad_norm", len(cases), None, "torch.nn.utils.clip_grad_norm_")
+
+
+CLIPPING_CHOICES = ("with clipping", "without clipping")
+
+
+def measured_lower_final_loss(**settings) -> str:
+    """Which run of :func:`clipping_experiment` ends with the lower loss, measured with
+    ``torch.nn.utils.clip_grad_norm_`` as the clipping (never the learner's)."""
+    clipped = clipping_experiment(_torch_clip, **settings)["losses"][-1]
+    unclipped = clipping_experiment(None, **settings)["losses"][-1]
+    return CLIPPING_CHOICES[0] if float(clipped) < float(unclipped) else CLIPPING_CHOICES[1]
+
+
+def _check_clipping_answer(lower_final_loss) -> None:
+    """The learner's reading of the clipping plot matches the measurement."""
+    answer = assert_choice("lower_final_loss", lower_final_loss, CLIPPING_CHOICES)
+    if answer != measured_lower_final_loss():
+        fail(
+            "lower_final_loss",
+            f"your answer {answer!r} is not what the experiment measures: compare the two loss "
+            "curves at the last update.",
+        )
+    report("clipping question", 1)
 
 
 GRADIENT_CHOICES = ("vanishes", "explodes", "stays constant")
@@ -249,8 +950,8 @@ EXERCISES = exercise_table(
         "check_rnn_cell",
         _check_rnn_cell,
         reads=("rnn_cell",),
-        visible={"sizes": ((3, 4, 5), (2, 6, 3)), "seed": 0},
-        hidden={"sizes": ((1, 1, 1), (5, 2, 7), (4, 9, 6)), "seed": 1234},
+        visible={"sizes": ((3, 4, 5), (2, 6, 3), (2, 3, 3)), "seed": 0},
+        hidden={"sizes": ((1, 1, 1), (5, 2, 7), (4, 9, 6), (3, 5, 5)), "seed": 1234},
     ),
     Exercise(
         "rnn_forward",
@@ -274,7 +975,16 @@ EXERCISES = exercise_table(
         "check_gru_quiz",
         _check_gru_quiz,
         reads=("gru_quiz_answer",),
-        visible={},
+        # (input_size, hidden_size, num_layers, batch_first, bidirectional, batch_size)
+        visible={"cases": ((100, 20, 1, True, False, 3),)},
+        hidden={
+            "cases": (
+                (7, 5, 2, False, False, 1),
+                (3, 4, 3, True, True, 2),
+                (1, 1, 1, False, True, 6),
+                (10, 30, 2, True, False, 4),
+            )
+        },
         grade_id="gru_quiz_check",
     ),
     Exercise(
@@ -284,9 +994,68 @@ EXERCISES = exercise_table(
         reads=("small_weights_gradient", "large_weights_gradient"),
         visible={},
     ),
+    Exercise(
+        "rnn_cell_backward",
+        "check_rnn_cell_backward",
+        _check_rnn_cell_backward,
+        reads=("rnn_cell_backward",),
+        # (batch, input_size, hidden_size)
+        visible={"sizes": ((3, 4, 5), (2, 3, 3), (1, 2, 1)), "seed": 20},
+        hidden={"sizes": ((1, 1, 1), (5, 6, 2), (4, 2, 7), (2, 5, 5)), "seed": 2468},
+    ),
+    Exercise(
+        "rnn_backward",
+        "check_rnn_backward",
+        _check_rnn_backward,
+        reads=("rnn_backward",),
+        # (batch, seq_length, input_size, hidden_size)
+        visible={"sizes": ((2, 5, 3, 4), (1, 1, 2, 3), (3, 4, 2, 1)), "seed": 30},
+        hidden={
+            "sizes": ((1, 1, 1, 1), (4, 7, 2, 3), (2, 9, 5, 5), (3, 2, 6, 1)),
+            "seed": 1357,
+        },
+        prerequisite="rnn_cell_backward",
+    ),
+    Exercise(
+        "clip_grad_norm",
+        "check_clip_grad_norm",
+        _check_clip_grad_norm,
+        reads=("clip_grad_norm",),
+        # (shapes of the gradients, their scale, max_norm)
+        visible={
+            "cases": (
+                (((3, 4), (5,), (2, 2, 3)), 2.0, 1.0),
+                (((4,), (2, 3)), 0.05, 5.0),
+                ((), 1.0, 1.0),
+                (((3,), (2, 2)), 0.0, 1.0),
+            ),
+            "seed": 40,
+        },
+        hidden={
+            "cases": (
+                (((6,), (), (3, 1, 2)), 5.0, 0.5),
+                (((2, 5),), 0.1, 2.0),
+                (((7, 3), (3,)), 30.0, 10.0),
+                ((), 1.0, 0.1),
+                (((1,),), 0.0, 3.0),
+            ),
+            "seed": 8642,
+        },
+    ),
+    Exercise(
+        "clipping_answer",
+        "check_clipping_answer",
+        _check_clipping_answer,
+        reads=("lower_final_loss",),
+        visible={},
+    ),
 )
 check_rnn_cell = EXERCISES["rnn_cell"].checker()
 check_rnn_forward = EXERCISES["rnn_forward"].checker()
 check_hidden_state_shape = EXERCISES["hidden_state_shape"].checker()
 check_gru_quiz = EXERCISES["gru_quiz_answer"].checker()
 check_gradient_answers = EXERCISES["gradient_answers"].checker()
+check_rnn_cell_backward = EXERCISES["rnn_cell_backward"].checker()
+check_rnn_backward = EXERCISES["rnn_backward"].checker()
+check_clip_grad_norm = EXERCISES["clip_grad_norm"].checker()
+check_clipping_answer = EXERCISES["clipping_answer"].checker()
