@@ -1,9 +1,9 @@
 """Benchmark of lesson 04's character-level LSTM: train for a fixed wall-clock budget, then score.
 
-Trains the lesson's own model (``CharRNN`` and ``get_batches`` are loaded from the solution
-notebook, so there is one definition of each) with the lesson's training helper and default
-configuration, on the first 90 % of a corpus, and reports the validation loss on the last 10 %
-two ways (nats per character):
+Trains the lesson's own model (``CharRNN``, ``get_batches`` and ``train_step`` are loaded from
+the solution notebook, so there is one definition of each) with the lesson's training helper and
+default configuration, on the first 90 % of a corpus, and reports the validation loss on the last
+10 % two ways (nats per character):
 
 * ``val_stream``: the whole validation text as contiguous streams, hidden state carried;
 * ``val_win64``: independent 64-character windows from a zero state (nanoGPT's protocol).
@@ -12,7 +12,7 @@ Usage (``make bench ARGS="..."`` runs the same)::
 
     python benchmarks/char_lstm.py --corpus tinyshakespeare --budget-seconds 180
     python benchmarks/char_lstm.py --corpus anna --budget-seconds 600
-    python benchmarks/char_lstm.py --preset udacity --budget-seconds 300   # Udacity's settings
+    python benchmarks/char_lstm.py --preset udacity --budget-seconds 300   # Udacity's notebook
     python benchmarks/char_lstm.py --max-steps 2000 --save m.pt --half  # like `make checkpoint`
 
 The last line printed is one JSON object: ``corpus``, ``budget_s``, ``steps``, ``chars_per_s``,
@@ -50,7 +50,8 @@ from helpers.text import CORPORA, load_corpus
 SOLUTION = course.notebook_path("solutions", course.CHECKPOINT_LESSON)
 RESULTS = course.ROOT / "benchmarks" / "results"
 
-#: The original Udacity notebook's settings (``--preset udacity``): 2 x 512 LSTM, dropout 0.5,
+#: The settings of the char-RNN notebook of Udacity's RNN lesson,
+#: ``Character_Level_RNN_Exercise.ipynb`` (``--preset udacity``): 2 x 512 LSTM, dropout 0.5,
 #: batch 128 x 100, Adam 1e-3 constant, gradient norm clipped at 5.
 UDACITY_MODEL = {"hidden_size": 512, "num_layers": 2, "dropout": 0.5}
 UDACITY_TRAINING = {
@@ -64,18 +65,23 @@ UDACITY_TRAINING = {
 }
 
 
+#: What the benchmark takes from the solution notebook.
+DEFINITIONS = ("CharRNN", "get_batches", "train_step")
+
+
 def lesson_definitions(path: Path = SOLUTION):
-    """``CharRNN`` and ``get_batches`` from the solution notebook (its training cells skipped).
+    """``CharRNN``, ``get_batches`` and ``train_step`` from the solution notebook (its training
+    cells skipped).
 
     What the notebook's cells print while they load is kept out of the benchmark's report.
     """
     with contextlib.redirect_stdout(io.StringIO()):
         namespace = helpers.load_notebook(path)
-    missing = [name for name in ("CharRNN", "get_batches") if name not in namespace]
+    missing = [name for name in DEFINITIONS if name not in namespace]
     if missing:
         errors = "\n".join(str(e) for e in namespace.errors)
         raise SystemExit(f"{path} does not define {missing}; errors while loading:\n{errors}")
-    return namespace["CharRNN"], namespace["get_batches"]
+    return tuple(namespace[name] for name in DEFINITIONS)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -97,7 +103,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--preset",
         choices=("course", "udacity"),
         default="course",
-        help="course: the lesson's configuration; udacity: the original Udacity notebook's",
+        help="course: the lesson's configuration; udacity: that of the char-RNN notebook of "
+        "Udacity's RNN lesson",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -132,7 +139,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    CharRNN, get_batches = lesson_definitions()
+    CharRNN, get_batches, train_step = lesson_definitions()
     corpus = load_corpus(args.corpus)
     model_config = dict(MODEL_CONFIG if args.preset == "course" else UDACITY_MODEL)
     training = {} if args.preset == "course" else dict(UDACITY_TRAINING)
@@ -165,6 +172,7 @@ def main(argv=None) -> dict:
         corpus.train,
         corpus.val,
         get_batches,
+        train_step,
         config,
         progress=not args.no_progress,
         desc=f"{args.corpus} {args.preset}",

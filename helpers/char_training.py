@@ -2,13 +2,14 @@
 
 The model is the learner's own: anything with ``forward(x, hidden) -> (logits, hidden)`` for
 integer input ``x (batch, seq)`` and logits ``(batch, seq, vocab)``, plus ``init_hidden(batch)``.
-The batches come from the learner's own ``get_batches``. This module adds what every training
-run needs around them:
+The batches come from the learner's own ``get_batches``, and each update is the learner's own
+``train_step(model, optimizer, x, y, hidden, clip_norm) -> (loss, hidden)`` (forward, loss,
+zeroed gradients, backward, clipping, step, detached state: truncated back-propagation through
+time). This module adds what every training run needs around them:
 
-* **truncated back-propagation through time**: the hidden state is carried from one batch to the
-  next (row r of a batch continues row r of the one before) and *detached*, so gradients flow
-  back ``seq_length`` steps and no further;
-* **gradient clipping**, **AdamW** with a linear warm-up and a cosine decay;
+* the **carried state**: each epoch starts from ``init_hidden``, and the state ``train_step``
+  returns goes into the next batch (row r of a batch continues row r of the one before);
+* **AdamW** with a linear warm-up and a cosine decay, the clipping norm of ``TrainConfig``;
 * a **step or wall-clock budget** (``max_steps`` / ``budget_seconds``), a tqdm progress bar
   showing the training loss, validation loss in nats and bits per character, a loss-curve plot;
 * **checkpoints** holding the model's weights, its vocabulary and its hyper-parameters.
@@ -36,7 +37,7 @@ from torch import nn
 
 from helpers import course
 from helpers.text import Vocab
-from helpers.training import StepHistory, cpu_threads, model_device, optimizer_step, progress_bar
+from helpers.training import StepHistory, cpu_threads, model_device, progress_bar
 
 LN2 = math.log(2.0)
 
@@ -138,17 +139,29 @@ def bits_per_char(nats: float) -> float:
     return nats / LN2
 
 
-def detach_hidden(hidden):
-    """The hidden state cut off from the graph of the batch that produced it.
-
-    Truncated back-propagation through time: the next batch starts from these *values*, but its
-    gradients stop here instead of flowing back through every batch since the start.
-    """
+def _attached(hidden) -> bool:
+    """Whether any tensor of a hidden state still belongs to an autograd graph."""
     if isinstance(hidden, torch.Tensor):
-        return hidden.detach()
+        return hidden.requires_grad
     if isinstance(hidden, tuple | list):
-        return type(hidden)(detach_hidden(h) for h in hidden)
-    raise ValueError(f"expected the hidden state as a tensor or a tuple, got {type(hidden)}")
+        return any(_attached(h) for h in hidden)
+    raise ValueError(
+        f"train_step returned the hidden state as a {type(hidden).__name__}; expected the "
+        "model's state, e.g. the tuple (h, c) of an LSTM"
+    )
+
+
+def _checked_step(loss, hidden, step: int):
+    """The float loss of a ``train_step`` result, after checking the state it returned."""
+    if _attached(hidden):
+        raise ValueError(
+            f"train_step returned a hidden state that is still attached to the graph (step "
+            f"{step}); detach it before returning it, or every later backward pass would run "
+            "back through all the batches since the start"
+        )
+    if isinstance(loss, torch.Tensor):
+        raise ValueError("train_step returned the loss as a tensor; return loss.item()")
+    return float(loss)
 
 
 def _to_device(hidden, device):
@@ -190,6 +203,7 @@ def train(
     train_data,
     val_data,
     get_batches: Callable,
+    train_step: Callable,
     config: TrainConfig,
     progress: bool = True,
     desc: str = "training",
@@ -204,6 +218,9 @@ def train(
         val_data: int ``(n_val,)`` character indices (used when ``config.eval_every > 0``).
         get_batches: ``get_batches(arr, batch_size, seq_length)`` yielding ``(x, y)`` int arrays
             ``(batch_size, seq_length)`` whose row r continues row r of the batch before.
+        train_step: ``train_step(model, optimizer, x, y, hidden, clip_norm) -> (loss, hidden)``,
+            one update (the lesson's exercise): ``x``, ``y`` int64 ``(batch, seq)`` tensors on
+            the model's device, ``loss`` a float, the returned state detached.
         config: a ``TrainConfig``.
         progress: show a tqdm progress bar.
 
@@ -213,6 +230,11 @@ def train(
     """
     if not callable(get_batches):
         raise ValueError("get_batches must be a function (arr, batch_size, seq_length)")
+    if not callable(train_step):
+        raise ValueError(
+            "train_step must be a function (model, optimizer, x, y, hidden, clip_norm) -> "
+            "(loss, hidden)"
+        )
     train_data = _as_indices(train_data, "train_data")
     val_data = _as_indices(val_data, "val_data")
     per_batch = config.batch_size * config.seq_length
@@ -224,16 +246,19 @@ def train(
         )
     device = model_device(model)
     with cpu_threads(config.threads, device):
-        return _train(model, train_data, val_data, get_batches, config, progress, desc, device)
+        return _train(
+            model, train_data, val_data, get_batches, train_step, config, progress, desc, device
+        )
 
 
-def _train(model, train_data, val_data, get_batches, config, progress, desc, device) -> CharHistory:
+def _train(
+    model, train_data, val_data, get_batches, train_step, config, progress, desc, device
+) -> CharHistory:
     """``train``'s loop, on validated data, with the thread count already set."""
     per_batch = config.batch_size * config.seq_length
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
-    loss_fn = nn.CrossEntropyLoss()
     history = CharHistory()
 
     by_time = config.budget_seconds is not None and config.max_steps is None
@@ -265,10 +290,12 @@ def _train(model, train_data, val_data, get_batches, config, progress, desc, dev
                 group["lr"] = lr
             x_t = torch.as_tensor(x, dtype=torch.long, device=device)
             y_t = torch.as_tensor(y, dtype=torch.long, device=device)
-            logits, hidden = model(x_t, hidden)
-            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), y_t.reshape(-1))
-            value = optimizer_step(optimizer, loss, model.parameters(), config.clip_norm)
-            hidden = detach_hidden(hidden)
+            loss, hidden = train_step(model, optimizer, x_t, y_t, hidden, config.clip_norm)
+            try:
+                value = _checked_step(loss, hidden, history.steps + 1)
+            except ValueError:
+                bar.close()
+                raise
             seconds = time.perf_counter() - started
             train_seconds += seconds
             history.record(value, lr, seconds)

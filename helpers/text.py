@@ -1,9 +1,10 @@
 """Text for the character-level lessons: a stable vocabulary and the corpora in ``data/``.
 
-A character model needs a fixed mapping between characters and integer indices. The seed's
-``tuple(set(text))`` gives a different order in every Python process (string hashing is
-randomised), so a model saved in one session would read garbage in the next. ``Vocab`` sorts the
-characters instead, and is stored inside every checkpoint.
+A character model needs a fixed mapping between characters and integer indices. The
+``tuple(set(text))`` of Udacity's char-RNN notebook (``Character_Level_RNN_Exercise.ipynb``) gives
+a different order in every Python process (string hashing is randomised), so a model saved in
+one session would read garbage in the next. ``Vocab`` sorts the characters instead, and is stored
+inside every checkpoint.
 
 Typical use::
 

@@ -6,7 +6,8 @@ this module for what every training loop repeats:
 * ``model_device(model)``: the device a model's parameters are on (CPU for a model without any);
 * ``cpu_threads(n, device)``: a scope with ``torch.set_num_threads(n)``, restored afterwards;
 * ``optimizer_step(optimizer, loss, parameters, clip)``: zero the gradients, back-propagate,
-  clip the global gradient norm, step; returns the loss as a float;
+  clip the global gradient norm, step; returns the loss as a float (lessons 02 and 03: in lesson
+  04 the learner writes this update as the exercise ``train_step``);
 * ``PlainAdam``: Adam without ``torch.optim`` (whose first use imports ``torch._dynamo``, seconds
   on a small CPU), for lesson 02's tiny model;
 * ``StepHistory``: per-step training losses, learning rates and training seconds;

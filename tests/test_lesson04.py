@@ -14,13 +14,13 @@ import torch
 from conftest import LESSONS, ROOT, SOLUTIONS, loaded, notebook_path
 from torch import nn
 
+import helpers.char_training
 from helpers.char_training import (
     CHECKPOINT_NAME,
     MODEL_CONFIG,
     TrainConfig,
     _lr_factor,
     bits_per_char,
-    detach_hidden,
     evaluate,
     lesson_checkpoint_path,
     load_checkpoint,
@@ -30,7 +30,16 @@ from helpers.char_training import (
     train,
 )
 from helpers.checks import CheckFailure
-from helpers.checks.lesson04 import check_char_rnn, check_get_batches, check_sample
+from helpers.checks.lesson04 import (
+    _check_sample_on_device,
+    check_bigram_loss,
+    check_char_rnn,
+    check_get_batches,
+    check_one_hot_encode,
+    check_sample,
+    check_train_step,
+    check_unigram_loss,
+)
 from helpers.text import Vocab, load_corpus, make_corpus, split_train_val
 
 LESSON = "04_char_lstm"
@@ -108,7 +117,7 @@ def test_corpus_holds_out_the_last_tenth(shakespeare):
 
 
 def _wrapping_get_batches(arr, batch_size, seq_length):
-    """The original notebook's version: the last target of a row wraps around."""
+    """The version of Udacity's char-RNN notebook: the last target of a row wraps around."""
     per_batch = batch_size * seq_length
     arr = arr[: (len(arr) // per_batch) * per_batch].reshape(batch_size, -1)
     for n in range(0, arr.shape[1], seq_length):
@@ -185,6 +194,438 @@ def test_sample_check_catches_ignored_temperature_and_generator(ns):
         check_sample(global_rng)
 
 
+def _expect(check, fn, words):
+    """``check(fn)`` (visible then hidden cases) fails, and its message contains ``words``."""
+    with pytest.raises(CheckFailure) as failure:
+        check(fn)
+        check(fn, hidden=True)
+    assert words in str(failure.value), str(failure.value)
+
+
+def _passes(check, fn):
+    check(fn)
+    check(fn, hidden=True)
+
+
+# one_hot_encode, get_batches, CharRNN, sample: the usual mistakes are named
+
+
+def _one_hot(arr, n_labels, dtype=np.float32):
+    arr = np.asarray(arr)
+    out = np.zeros((arr.size, n_labels), dtype=dtype)
+    out[np.arange(arr.size), arr.ravel()] = 1
+    return out.reshape(*arr.shape, n_labels)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (lambda a, n: _one_hot(a, n, np.int64), "not integers or booleans"),
+        (lambda a, n: _one_hot(a, n, np.float64), "float64 by default"),
+        (lambda a, n: 1.0 - _one_hot(a, n), "inverted"),
+        (lambda a, n: np.roll(_one_hot(a, n), 1, axis=-1), "one position off"),
+        (lambda a, n: _one_hot(a, n).reshape(-1, n), "left flat"),
+        (lambda a, n: torch.from_numpy(_one_hot(a, n)), "NumPy version"),
+    ],
+    ids=["int", "float64", "inverted", "off-by-one", "flat", "tensor"],
+)
+def test_one_hot_encode_check_names_the_mistake(fn, words):
+    _expect(check_one_hot_encode, fn, words)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda a, n: np.eye(n, dtype=np.float32)[a],
+        lambda a, n: (np.asarray(a)[..., None] == np.arange(n)).astype(np.float32),
+        lambda a, n: torch.nn.functional.one_hot(torch.as_tensor(a), n).numpy().astype("f4"),
+    ],
+    ids=["eye", "comparison", "torch-then-numpy"],
+)
+def test_one_hot_encode_check_accepts_other_correct_answers(fn):
+    _passes(check_one_hot_encode, fn)
+
+
+def test_get_batches_check_names_unshifted_and_swapped(ns):
+    solved = ns["get_batches"]
+
+    def unshifted(arr, batch_size, seq_length):
+        for x, _ in solved(arr, batch_size, seq_length):
+            yield x, x.copy()
+
+    def backwards(arr, batch_size, seq_length):
+        for x, _ in solved(arr, batch_size, seq_length):
+            yield x, x - 1
+
+    def swapped(arr, batch_size, seq_length):
+        for x, y in solved(arr, batch_size, seq_length):
+            yield x.T, y.T
+
+    _expect(check_get_batches, unshifted, "y is x itself")
+    _expect(check_get_batches, backwards, "before each input")
+    _expect(check_get_batches, swapped, "rows and columns are swapped")
+
+
+def test_char_rnn_check_names_a_detached_lstm_and_unused_fc(ns):
+    CharRNN = ns["CharRNN"]
+
+    class DetachedLSTM(CharRNN):
+        def forward(self, x, hidden):
+            output, hidden = self.lstm(nn.functional.one_hot(x, self.vocab_size).float(), hidden)
+            return self.fc(self.dropout(output.detach())), hidden
+
+    class DetachedHead(CharRNN):
+        def forward(self, x, hidden):
+            output, hidden = self.lstm(nn.functional.one_hot(x, self.vocab_size).float(), hidden)
+            weight, bias = self.fc.weight.detach(), self.fc.bias.detach()
+            return nn.functional.linear(self.dropout(output), weight, bias), hidden
+
+    _expect(check_char_rnn, DetachedLSTM, "the LSTM's output is detached")
+    _expect(check_char_rnn, DetachedHead, "self.fc's weights take no part")
+
+
+def test_sample_check_names_argmax_and_a_missing_prime(ns):
+    sample = ns["sample"]
+
+    def argmax(model, vocab, prime, length, temperature=1.0, top_k=None, generator=None):
+        model.eval()
+        with torch.no_grad():
+            hidden = model.init_hidden(1)
+            x = torch.as_tensor(vocab.encode(prime)).unsqueeze(0)
+            drawn = []
+            for _ in range(length):
+                logits, hidden = model(x, hidden)
+                index = int(logits[0, -1].argmax())
+                drawn.append(index)
+                x = torch.tensor([[index]])
+        return prime + vocab.decode(drawn)
+
+    def no_prime(model, vocab, prime, length, temperature=1.0, top_k=None, generator=None):
+        return sample(model, vocab, prime, length, temperature, top_k, generator)[len(prime) :]
+
+    _expect(check_sample, argmax, "argmax")
+    _expect(check_sample, no_prime, "the prime is missing")
+
+
+def test_sample_check_names_a_model_left_in_training_mode():
+    def no_eval(model, vocab, prime, length, temperature=1.0, top_k=None, generator=None):
+        with torch.no_grad():
+            hidden = model.init_hidden(1)
+            x = torch.as_tensor(vocab.encode(prime)).unsqueeze(0)
+            drawn = []
+            for _ in range(length):
+                logits, hidden = model(x, hidden)
+                probabilities = torch.softmax(logits[0, -1] / temperature, -1)
+                if top_k is not None:
+                    kth = torch.topk(probabilities, top_k).values[-1]
+                    probabilities = torch.where(probabilities >= kth, probabilities, 0.0)
+                index = torch.multinomial(probabilities, 1, generator=generator)
+                drawn.append(int(index))
+                x = index.view(1, 1)
+        return prime + vocab.decode(drawn)
+
+    _expect(check_sample, no_eval, "training mode")
+
+
+def test_sample_check_says_when_the_cuda_case_cannot_run(ns, capsys):
+    check_sample(ns["sample"])
+    out, err = capsys.readouterr()
+    assert err == ""
+    if torch.cuda.is_available():
+        assert "on a model on the GPU with the generator on the CPU" in out
+    else:
+        assert "sample: note: no CUDA device here" in out
+
+
+def test_sample_device_case_runs_and_names_a_draw_on_the_gpu(ns):
+    """Without CUDA the device case can only run with the model on the CPU (it proves the code
+    path, not the device handling); the mistakes' messages are checked with stand-ins that raise
+    what PyTorch raises on a GPU."""
+    vocab = Vocab("abcdef")
+    _check_sample_on_device(ns["sample"], vocab, 0, torch.device("cpu"))
+
+    def draws_on_the_gpu(model, vocab, prime, length, temperature=1.0, top_k=None, generator=None):
+        raise RuntimeError("Expected a 'cuda' device type for generator but found 'cpu'")
+
+    def input_on_the_cpu(model, vocab, prime, length, temperature=1.0, top_k=None, generator=None):
+        raise RuntimeError(
+            "Expected all tensors to be on the same device, but found at least two devices, "
+            "cuda:0 and cpu!"
+        )
+
+    for fn, words in (
+        (draws_on_the_gpu, "move the probabilities to the CPU"),
+        (input_on_the_cpu, "on the model's device"),
+    ):
+        with pytest.raises(CheckFailure, match=words):
+            _check_sample_on_device(fn, vocab, 0, torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sample_runs_on_a_cuda_model_with_a_cpu_generator(ns):
+    _check_sample_on_device(ns["sample"], Vocab("abcdef"), 0, torch.device("cuda"))
+
+
+# unigram_loss and bigram_loss
+
+
+def _unigram(train, val, vocab_size, smoothing=1.0, counted=None, log=np.log):
+    counts = np.bincount(train if counted is None else counted, minlength=vocab_size)
+    total = len(train if counted is None else counted)
+    with np.errstate(divide="ignore"):
+        return float(-log((counts[val] + smoothing) / (total + smoothing * vocab_size)).mean())
+
+
+def _bigram(train, val, vocab_size, alpha=1.0, axis=1, log=np.log, first=None):
+    counts = np.zeros((vocab_size, vocab_size))
+    np.add.at(counts, (train[:-1], train[1:]), 1)
+    table = (counts + alpha) / (counts.sum(axis=axis, keepdims=True) + alpha * vocab_size)
+    scores = -log(table[val[:-1], val[1:]])
+    if first == "boundary" and len(train):
+        scores = np.r_[-log(table[train[-1], val[0]]), scores]
+    return float(scores.mean())
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (lambda t, v, n: _unigram(t, v, n, smoothing=0.0), "no add-one smoothing"),
+        (lambda t, v, n: _unigram(t, v, n, log=np.log2), "log base 2"),
+        (lambda t, v, n: _unigram(t, v, n, counted=np.r_[t, v]), "validation text was counted"),
+        (lambda t, v, n: _bigram(t, v, n), "that is the bigram's loss"),
+        (lambda t, v, n: _unigram(t, v, n) * len(v), "the sum over the validation text"),
+        (lambda t, v, n: math.exp(_unigram(t, v, n)), "perplexity"),
+        (lambda t, v, n: torch.tensor(_unigram(t, v, n)), "return a Python float"),
+        (
+            lambda t, v, n: float(-np.log((np.bincount(t)[v] + 1) / (len(t) + n)).mean()),
+            "minlength=vocab_size",
+        ),
+    ],
+    ids=["unsmoothed", "bits", "counts-val", "bigram", "sum", "perplexity", "tensor", "minlength"],
+)
+def test_unigram_check_names_the_mistake(fn, words):
+    _expect(check_unigram_loss, fn, words)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda t, v, n: _unigram(t, v, n),
+        lambda t, v, n: (
+            -torch.log(
+                (torch.bincount(torch.as_tensor(t), minlength=n).double() + 1) / (len(t) + n)
+            )
+            .index_select(0, torch.as_tensor(v))
+            .mean()
+            .item()
+        ),
+        lambda t, v, n: -sum(math.log((list(t).count(c) + 1) / (len(t) + n)) for c in v) / len(v),
+    ],
+    ids=["numpy", "torch", "python"],
+)
+def test_unigram_check_accepts_other_correct_answers(fn):
+    _passes(check_unigram_loss, fn)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (lambda t, v, n, alpha=1.0: _bigram(t, v, n, 0.0), "smoothing"),
+        (lambda t, v, n, alpha=1.0: _bigram(t, v, n, alpha, axis=0), "wrong axis"),
+        (lambda t, v, n, alpha=1.0: _bigram(t, v, n, 1.0), "alpha is ignored"),
+        (lambda t, v, n, alpha=1.0: _bigram(t, v, n, alpha, log=np.log2), "log base 2"),
+        (lambda t, v, n, alpha=1.0: _bigram(np.r_[t, v], v, n, alpha), "counted too"),
+        (lambda t, v, n, alpha=1.0: _unigram(t, v, n), "that is the unigram's loss"),
+        (
+            lambda t, v, n, alpha=1.0: _bigram(t, v, n, alpha, first="boundary"),
+            "scored from the last training character",
+        ),
+        (lambda t, v, n, alpha=1.0: -_bigram(t, v, n, alpha), "the sign is wrong"),
+    ],
+    ids=["unsmoothed", "axis", "alpha", "bits", "counts-val", "unigram", "boundary", "sign"],
+)
+def test_bigram_check_names_the_mistake(fn, words):
+    _expect(check_bigram_loss, fn, words)
+
+
+def _bigram_loop(train_ids, val_ids, vocab_size, alpha=1.0):
+    counts = [[0] * vocab_size for _ in range(vocab_size)]
+    for a, b in zip(train_ids[:-1], train_ids[1:], strict=True):
+        counts[a][b] += 1
+    total = 0.0
+    for a, b in zip(val_ids[:-1], val_ids[1:], strict=True):
+        total -= math.log((counts[a][b] + alpha) / (sum(counts[a]) + alpha * vocab_size))
+    return total / (len(val_ids) - 1)
+
+
+def _bigram_bincount(train_ids, val_ids, vocab_size, alpha=1.0):
+    pairs = train_ids[:-1] * vocab_size + train_ids[1:]
+    counts = np.bincount(pairs, minlength=vocab_size**2).reshape(vocab_size, vocab_size)
+    log_p = np.log(counts + alpha) - np.log(counts.sum(1) + alpha * vocab_size)[:, None]
+    return -log_p[val_ids[:-1], val_ids[1:]].sum() / (len(val_ids) - 1)
+
+
+@pytest.mark.parametrize("fn", [_bigram_loop, _bigram_bincount], ids=["loops", "bincount"])
+def test_bigram_check_accepts_other_correct_answers(fn):
+    _passes(check_bigram_loss, fn)
+
+
+def test_baselines_of_tiny_shakespeare(ns, shakespeare):
+    """The figures the lesson quotes: uniform 4.17, unigram 3.35, bigram 2.48 nats/char."""
+    vocab_size = len(shakespeare.vocab)
+    assert math.log(vocab_size) == pytest.approx(4.174, abs=1e-3)
+    unigram = ns["unigram_loss"](shakespeare.train, shakespeare.val, vocab_size)
+    bigram = ns["bigram_loss"](shakespeare.train, shakespeare.val, vocab_size)
+    assert unigram == pytest.approx(3.347, abs=1e-3)
+    assert bigram == pytest.approx(2.482, abs=1e-3)
+    assert math.exp(unigram) == pytest.approx(28.4, abs=0.1)
+    assert math.exp(bigram) == pytest.approx(12.0, abs=0.1)
+
+
+# train_step
+
+
+def _step(
+    order="zbcs",
+    reduction="mean",
+    last=False,
+    softmax=False,
+    detach=True,
+    item=True,
+    clip="norm",
+    zero_state=False,
+    same_state=False,
+    after=False,
+):
+    """A train_step with one thing changed (``order``: zero, backward, clip, step)."""
+
+    def train_step(model, optimizer, x, y, hidden, clip_norm):
+        start = tuple(torch.zeros_like(h) for h in hidden) if zero_state else hidden
+        logits, new = model(x, start)
+        if last:
+            loss = nn.functional.cross_entropy(logits[:, -1], y[:, -1])
+        else:
+            flat = logits.reshape(-1, logits.shape[-1])
+            loss = nn.functional.cross_entropy(
+                flat.softmax(-1) if softmax else flat, y.reshape(-1), reduction=reduction
+            )
+        for op in order:
+            if op == "z":
+                optimizer.zero_grad()
+            elif op == "b":
+                loss.backward()
+            elif op == "c" and clip == "norm":
+                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+            elif op == "c" and clip == "value":
+                nn.utils.clip_grad_value_(model.parameters(), clip_norm)
+            elif op == "c":
+                for p in model.parameters():
+                    nn.utils.clip_grad_norm_([p], clip_norm)
+            elif op == "s":
+                optimizer.step()
+        value = loss.item() if item else loss
+        if after:
+            with torch.no_grad():
+                again, _ = model(x, start)
+                value = nn.functional.cross_entropy(
+                    again.reshape(-1, again.shape[-1]), y.reshape(-1)
+                ).item()
+        if same_state:
+            return value, hidden
+        return value, tuple(h.detach() for h in new) if detach else new
+
+    return train_step
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (_step(order="bcs"), "the gradients of the first call were added"),
+        (_step(order="bzcs"), "zero the gradients before loss.backward()"),
+        (_step(order="zbsc"), "clipped after optimizer.step()"),
+        (_step(order="zbs"), "is not applied"),
+        (_step(order="zcbs"), "is not applied"),
+        (_step(clip="value"), "clip_grad_value_"),
+        (_step(clip="per-parameter"), "clipped on its own"),
+        (_step(order="zbc"), "called optimizer.step() 0 times"),
+        (_step(order="zbcss"), "called optimizer.step() 2 times"),
+        (_step(reduction="sum"), "summed over the positions"),
+        (_step(last=True), "only the last position"),
+        (_step(softmax=True), "a softmax was applied"),
+        (_step(detach=False), "still attached to the graph"),
+        (_step(item=False), "return it as a Python float"),
+        (_step(zero_state=True), "the hidden state passed in is ignored"),
+        (_step(same_state=True), "the state passed in is returned"),
+        (_step(after=True), "computed after the step"),
+    ],
+    ids=[
+        "no-zero",
+        "zero-after-backward",
+        "clip-after-step",
+        "no-clip",
+        "clip-before-backward",
+        "clip-value",
+        "clip-per-parameter",
+        "no-step",
+        "two-steps",
+        "sum",
+        "last-position",
+        "softmax",
+        "attached-state",
+        "tensor-loss",
+        "zero-state",
+        "same-state",
+        "loss-after-step",
+    ],
+)
+def test_train_step_check_names_the_mistake(fn, words):
+    _expect(check_train_step, fn, words)
+
+
+def test_train_step_check_names_a_tuple_detached_whole():
+    def whole(model, optimizer, x, y, hidden, clip_norm):
+        logits, hidden = model(x, hidden)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item(), hidden.detach()
+
+    _expect(check_train_step, whole, "an LSTM's state is a tuple (h, c)")
+
+
+def _step_transposed(model, optimizer, x, y, hidden, clip_norm):
+    logits, (h, c) = model(x, hidden)
+    loss = nn.CrossEntropyLoss()(logits.transpose(1, 2), y)
+    model.zero_grad(set_to_none=False)
+    loss.backward()
+    nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], max_norm=clip_norm)
+    optimizer.step()
+    return float(loss.detach()), [h.detach(), c.detach()]
+
+
+def _step_own_clip_zero_last(model, optimizer, x, y, hidden, clip_norm):
+    """Lesson 01's clipping written out, and the gradients zeroed after the step instead."""
+    logits, hidden = model(x, hidden)
+    loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    total = torch.sqrt(sum((g**2).sum() for g in grads))
+    scale = min(1.0, clip_norm / float(total))
+    for g in grads:
+        g.mul_(scale)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item(), (hidden[0].detach(), hidden[1].detach())
+
+
+@pytest.mark.parametrize(
+    "fn", [_step(), _step_transposed, _step_own_clip_zero_last], ids=["plain", "other", "own"]
+)
+def test_train_step_check_accepts_other_correct_answers(fn):
+    _passes(check_train_step, fn)
+
+
 # ------------------------------------------------------------------------ training helper
 
 
@@ -225,7 +666,9 @@ def test_train_learns_a_periodic_text(ns):
     model = ns["CharRNN"](len(corpus.vocab), hidden_size=32, dropout=0.0)
     before = evaluate(model, corpus.val, "stream", n_streams=2)
     config = TrainConfig(batch_size=4, seq_length=16, lr=1e-2, warmup_steps=5, max_steps=60)
-    history = train(model, corpus.train, corpus.val, ns["get_batches"], config, progress=False)
+    history = train(
+        model, corpus.train, corpus.val, ns["get_batches"], ns["train_step"], config, progress=False
+    )
     after = evaluate(model, corpus.val, "stream", n_streams=2)
     assert history.steps == 60 and history.stopped_by == "max_steps"
     assert before > 1.5 and after < 0.1, (before, after)
@@ -237,7 +680,13 @@ def test_train_respects_a_time_budget(ns, shakespeare):
     model = ns["CharRNN"](len(shakespeare.vocab), hidden_size=16, dropout=0.0)
     config = TrainConfig(batch_size=4, seq_length=8, budget_seconds=1.0)
     history = train(
-        model, shakespeare.train, shakespeare.val, ns["get_batches"], config, progress=False
+        model,
+        shakespeare.train,
+        shakespeare.val,
+        ns["get_batches"],
+        ns["train_step"],
+        config,
+        progress=False,
     )
     assert history.stopped_by == "budget_seconds"
     assert 1.0 <= history.train_seconds < 3.0
@@ -248,7 +697,14 @@ def test_train_rejects_a_batch_larger_than_the_data(ns):
     model = ns["CharRNN"](3, hidden_size=4)
     config = TrainConfig(batch_size=8, seq_length=16, max_steps=1)
     with pytest.raises(ValueError, match="more than the 100 training characters"):
-        train(model, np.arange(100) % 3, np.arange(50) % 3, ns["get_batches"], config)
+        train(
+            model,
+            np.arange(100) % 3,
+            np.arange(50) % 3,
+            ns["get_batches"],
+            ns["train_step"],
+            config,
+        )
 
 
 def test_train_config_needs_an_end_and_sane_values():
@@ -265,12 +721,37 @@ def test_learning_rate_warms_up_then_decays():
     assert _lr_factor(999, 1.0, config) == pytest.approx(0.05)
 
 
-def test_detach_hidden_cuts_the_graph():
-    h = torch.ones(1, 2, 3, requires_grad=True) * 2
-    c = torch.ones(1, 2, 3, requires_grad=True) * 3
-    dh, dc = detach_hidden((h, c))
-    assert not dh.requires_grad and not dc.requires_grad
-    assert torch.equal(dh, h.detach())
+def test_train_refuses_a_step_that_keeps_the_graph(ns):
+    """The learner's train_step must detach the state it returns; train says so at once."""
+    solved = ns["train_step"]
+
+    def attached(model, optimizer, x, y, hidden, clip_norm):
+        logits, new = model(x, hidden)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward(retain_graph=True)
+        optimizer.step()
+        return loss.item(), new
+
+    def tensor_loss(model, optimizer, x, y, hidden, clip_norm):
+        loss, hidden = solved(model, optimizer, x, y, hidden, clip_norm)
+        return torch.tensor(loss), hidden
+
+    model = ns["CharRNN"](3, hidden_size=4, dropout=0.0)
+    data = np.arange(300) % 3
+    config = TrainConfig(batch_size=2, seq_length=8, max_steps=2)
+    with pytest.raises(ValueError, match="still attached to the graph"):
+        train(model, data, data, ns["get_batches"], attached, config, progress=False)
+    with pytest.raises(ValueError, match="loss.item"):
+        train(model, data, data, ns["get_batches"], tensor_loss, config, progress=False)
+    with pytest.raises(ValueError, match="train_step must be a function"):
+        train(model, data, data, ns["get_batches"], None, config, progress=False)
+
+
+def test_helpers_hold_no_train_step():
+    """The training step is the learner's exercise: the lesson's helper module has none."""
+    names = set(vars(helpers.char_training))
+    assert not names & {"train_step", "detach_hidden", "optimizer_step", "loss_fn"}, names
 
 
 # ---------------------------------------------------------------------------- checkpoints
