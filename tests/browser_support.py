@@ -273,6 +273,7 @@ class NotebookRun:
     cell_seconds: list[float] = field(default_factory=list)
     screenshot: Path | None = None
     problems: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: open, run, save, judge
 
     def where(self, index: int) -> str:
         cell = self.notebook["cells"][index]
@@ -479,9 +480,15 @@ def run_notebook(page, lab: LabServer, path: str, how: str, screenshot: str, jud
     CPU-seconds of software rendering per notebook.
     """
     started = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        phases[name] = round(time.perf_counter() - started - sum(phases.values()), 1)
+
     try:
         n_cells = len(lab.saved_notebook(path)["cells"])
         _wait_open(page, lab, path, n_cells)
+        lap("open")
         probe = _probe_kernel(page)
         cell_seconds: list[float] = []
         if how == "each_cell":
@@ -490,9 +497,11 @@ def run_notebook(page, lab: LabServer, path: str, how: str, screenshot: str, jud
             _run_all_from_menu(page, path)
         else:
             raise ValueError(f"how must be 'each_cell' or 'run_all', got {how!r}")
+        lap("run")
         _command(page, "docmanager:save")
         _wait_images(page)
         cells = page.evaluate(CELL_STATE_JS)
+        lap("save and read")
     except Exception:
         with contextlib.suppress(Exception):
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -503,6 +512,8 @@ def run_notebook(page, lab: LabServer, path: str, how: str, screenshot: str, jud
     run.problems = judge(run) if judge else []
     full = bool(run.problems) or os.environ.get("COURSE_BROWSER_FULL_SCREENSHOTS") == "1"
     run.screenshot = _screenshot(page, screenshot, full)
+    lap("judge and screenshot")
+    run.phases = phases
     return run
 
 

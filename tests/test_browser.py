@@ -149,6 +149,9 @@ def runs(request, course, tmp_path_factory):
     for name, seconds in timings.items():
         report["jobs"][name] = {"seconds": seconds}
         run = results.get(name)
+        if isinstance(run, NotebookRun):
+            report["jobs"][name]["phases"] = run.phases
+            report["jobs"][name]["cells run (seconds)"] = round(sum(run.cell_seconds), 1)
         if isinstance(run, NotebookRun) and run.cell_seconds:
             slowest = sorted(enumerate(run.cell_seconds), key=lambda pair: -pair[1])[:3]
             report["jobs"][name]["slowest cells"] = {str(i): round(t, 1) for i, t in slowest}

@@ -11,7 +11,7 @@ the same scores.
 The second grading covers the cases whose outcome depends on time, signals, resource limits or
 threads, and the controls; ``COURSE_HOSTILE_REPEAT=all`` regrades every case (twice the time).
 
-The corpus runs with small limits so that it stays quick: 10 s per cell in lesson 01 (120 s in
+The corpus runs with small limits so that it stays quick: 15 s per cell in lesson 01 (120 s in
 the others, which train), 2 GB of memory, 64 MB files, 32 extra processes, 5 MB notebooks, 50
 outputs per cell. It needs the sandbox (bubblewrap): without it the vandal cases would really
 write into the course, so the test is skipped, or fails when ``COURSE_REQUIRE_SANDBOX`` is set
@@ -44,7 +44,7 @@ CASES = build()
 REPEATED = [c for c in CASES if c.repeat]
 SETTINGS = [
     "--timeout=120",
-    "--timeout=01_intro_to_rnns=10",
+    "--timeout=01_intro_to_rnns=15",
     "--memory-mb=2048",
     "--cpu-s=120",
     "--file-mb=64",
