@@ -24,6 +24,25 @@ RNN, LSTM = "rnn", "lstm"
 HIDDEN_STATE, CELL_STATE = "h", "c"
 
 
+def rnn_experiment_params(
+    hidden_size: int,
+    input_size: int,
+    weight_scale: float,
+    generator: torch.Generator,
+    dtype=torch.float64,
+) -> tuple:
+    """The ``(weight_ih, weight_hh, bias_ih, bias_hh)`` of a tanh RNN cell for the experiments.
+
+    PyTorch's layout (``nn.RNNCell``): ``weight_ih`` ``(H, input_size)`` random normal times 0.5;
+    ``weight_hh = weight_scale * Q`` ``(H, H)`` (``Q`` orthogonal, so every singular value is
+    ``weight_scale``); ``bias_ih`` and ``bias_hh`` ``(H,)`` zero.
+    """
+    weight_ih = torch.randn(hidden_size, input_size, generator=generator, dtype=dtype) * 0.5
+    weight_hh = weight_scale * orthogonal(hidden_size, generator, dtype)
+    bias = torch.zeros(hidden_size, dtype=dtype)
+    return weight_ih, weight_hh, bias, bias.clone()
+
+
 def lstm_experiment_params(
     hidden_size: int,
     input_size: int,
@@ -113,10 +132,7 @@ def gradient_norms_through_time(
     generator = torch.Generator().manual_seed(seed)
     f64 = torch.float64
     if kind == RNN:
-        weight_ih = torch.randn(hidden_size, input_size, generator=generator, dtype=f64) * 0.5
-        weight_hh = weight_scale * orthogonal(hidden_size, generator)
-        params = (weight_ih, weight_hh, torch.zeros(hidden_size, dtype=f64))
-        params = (*params, torch.zeros(hidden_size, dtype=f64))
+        params = rnn_experiment_params(hidden_size, input_size, weight_scale, generator)
     else:
         params = lstm_experiment_params(
             hidden_size, input_size, weight_scale, forget_bias, generator
@@ -219,10 +235,7 @@ def clipping_experiment(
     generator = torch.Generator().manual_seed(seed)
     f64 = torch.float64
     params = [
-        torch.randn(hidden_size, input_size, generator=generator, dtype=f64) * 0.5,
-        weight_scale * orthogonal(hidden_size, generator),
-        torch.zeros(hidden_size, dtype=f64),
-        torch.zeros(hidden_size, dtype=f64),
+        *rnn_experiment_params(hidden_size, input_size, weight_scale, generator),
         torch.randn(1, hidden_size, generator=generator, dtype=f64) / math.sqrt(hidden_size),
     ]
     grad_norms, losses = [], []
