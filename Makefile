@@ -5,7 +5,7 @@
 #   make test-quick  unit tests and the checks only (no notebook runs, grading or browser)
 # Instructors: make release | autograde | feedback | export | images   (see README.md)
 #   with nbgrader's exchange: make release-assignments | collect | autograde | feedback |
-#   release-feedback
+#   release-feedback; a big class: autograde ARGS="--shard K/N" | merge-grades | similarity
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -21,10 +21,10 @@ LINTED := helpers tests benchmarks images
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: install lab test test-quick test-grading lint check release autograde feedback export images bench checkpoint \
-	clean-grading help
+	similarity merge-grades bench-grading clean-grading help
 
 help:
-	@sed -n '1,9p' Makefile
+	@sed -n '1,10p' Makefile
 
 install: $(STAMP)
 
@@ -86,6 +86,15 @@ collect: $(STAMP)
 release-feedback: $(STAMP)
 	$(RUN) $(BIN)/python -m helpers.grading release-feedback $(ARGS)
 
+# Pairs of students whose answers to an exercise are most alike (copydetect), scaffold ignored.
+similarity: $(STAMP)
+	@test -n "$(LESSON)" || { echo "usage: make similarity LESSON=01_intro_to_rnns"; exit 2; }
+	$(RUN) $(BIN)/python -m helpers.grading.similarity $(LESSON) $(ARGS)
+
+# Merge `make autograde ARGS="--shard K/N"` runs (grading/shards/) into the course's gradebook.
+merge-grades: $(STAMP)
+	$(RUN) $(BIN)/python -m helpers.grading.merge $(ARGS)
+
 images: $(STAMP)
 	cd images && for script in draw_*.py; do ../$(BIN)/python $$script || exit 1; done
 
@@ -94,6 +103,12 @@ images: $(STAMP)
 #   make bench ARGS="--corpus anna --budget-seconds 600"
 bench: $(STAMP)
 	$(RUN) $(BIN)/python benchmarks/char_lstm.py $(ARGS)
+
+# Grading a synthetic class three ways in one run: plain nbgrader, make autograde at --jobs 1
+# and 2 (seconds per notebook, ratios, peak memory; last line JSON). Another run, e.g.
+#   make bench-grading ARGS="--students 12 --lesson 01 --jobs 1 2 3"
+bench-grading: $(STAMP)
+	$(RUN) $(BIN)/python benchmarks/grading.py $(ARGS)
 
 # The checkpoint shipped with lesson 04 (seeded, a fixed number of steps; a few minutes on 2
 # CPU cores). Run `make release` afterwards so lessons/04_char_lstm/ gets the new file.

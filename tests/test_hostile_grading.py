@@ -158,7 +158,9 @@ def graded(tmp_path_factory):
     # Grade again: every case (COURSE_HOSTILE_REPEAT=all) or those whose outcome depends on
     # time, signals, limits or threads, plus the controls (the others are plain code paths).
     again = [] if os.environ.get("COURSE_HOSTILE_REPEAT") == "all" else REPEATED
-    second, second_s = _grade(course, *[f"--student={c.student}" for c in again])
+    # --force: unchanged submissions are otherwise skipped (graded before, nothing changed)
+    students = [f"--student={c.student}" for c in again]
+    second, second_s = _grade(course, "--force", *students)
     second_results = _results(course)
     after = {name: _tree(path) for name, path in guarded.items()}
     print(

@@ -10,22 +10,22 @@ from pathlib import Path
 
 import helpers.grading
 from helpers import course
-from helpers.grading import sandbox
+from helpers.grading import pool, sandbox
 from helpers.grading.common import (
     Settings,
+    Target,
     course_folder,
     course_setting,
     exchange_root,
     grading_dir,
+    in_shard,
     nbgrader,
     register_lessons,
     released,
-    staged_dir,
     submissions,
 )
-from helpers.grading.record import print_summary, record, write_reasons
+from helpers.grading.record import print_summary, record, write_reasons, write_reasons_csv
 from helpers.grading.session import Run
-from helpers.grading.stage import stage
 
 
 def autograde(
@@ -33,52 +33,74 @@ def autograde(
     settings: Settings | None = None,
     only: list[str] | None = None,
     students: list[str] | None = None,
+    force: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> int:
-    """Grade every submission (or only those of ``only`` lessons / ``students``)."""
+    """Grade every new or changed submission (or only those of ``only`` lessons / ``students``
+    / the shard ``(K, N)``); ``force``: regrade unchanged ones too."""
     settings = settings or Settings()
+    target = Target.for_shard(root, *shard) if shard else Target.course(root)
     found = submissions(root)
     if only:
         found = {k: v for k, v in found.items() if k in only}
     if students:
         found = {k: [s for s in v if s in students] for k, v in found.items()}
-        found = {k: v for k, v in found.items() if v}
+    if shard:
+        found = {k: [s for s in v if in_shard(s, *shard)] for k, v in found.items()}
+    found = {k: v for k, v in found.items() if v}
+    known = set(course.lesson_ids(root))
+    for lesson in sorted(set(found) - known):
+        print(f"skipped {lesson}: not a lesson of this course ({', '.join(found.pop(lesson))})")
     if not found:
         submitted = course_folder(root, "submitted")
-        print(f"nothing to grade: put submissions in {submitted}/<student>/<lesson>/")
+        where = f" in shard {shard[0]}/{shard[1]}" if shard else ""
+        print(f"nothing to grade{where}: put submissions in {submitted}/<student>/<lesson>/")
         return 0
-    register_lessons(root)
-    known = set(course.lesson_ids(root))
+    register_lessons(root, target if shard else None)
+    todo, skipped, cut_off = pool.plan(root, target, found, settings, force)
+    total = sum(len(v) for v in found.values())
+    where = f" (shard {shard[0]}/{shard[1]}: {target.folder})" if shard else ""
+    print(f"{total} submission(s) of {len(found)} lesson(s){where}: {len(todo)} to grade")
+    if skipped:
+        print(f"  {len(skipped)} unchanged since they were graded: skipped (--force regrades them)")
+    if cut_off:
+        print(f"  {len(cut_off)} whose grading was cut off by an earlier run: graded again")
+    if target.staged.exists():
+        shutil.rmtree(target.staged)  # an earlier run's copies
+    if not todo:
+        print(f"everything is up to date; reasons: {target.folder / 'reasons.csv'}")
+        return 0
     run = Run.start(root, settings)
     for warning in run.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     print(run.describe())
-    logs = grading_dir(root) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    everything = []
+    print(f"{run.jobs} notebook(s) at a time")
+    progress = pool.Progress(len(todo))
+    results: list[dict] = []
+
+    def done(item: pool.Item, info, graded: bool, log: str) -> None:
+        result = record(target, info, graded, run.describe())
+        result["fingerprint"] = item.fingerprint
+        write_reasons(root, item.lesson, [result], folder=target.folder, csv=False)
+        pool.marker(target, item.lesson, item.student).unlink(missing_ok=True)
+        results.append(result)
+        progress.update(failed=result["status"] != "graded")
+
     try:
-        for lesson, students in sorted(found.items()):
-            if lesson not in known:
-                print(f"skipped {lesson}: not a lesson of this course ({', '.join(students)})")
-                continue
-            for old in staged_dir(root).glob(f"job*/*/{lesson}"):
-                shutil.rmtree(old)  # earlier runs, and students who no longer submit
-            staged = {
-                s: stage(root, lesson, s, settings, i % run.jobs) for i, s in enumerate(students)
-            }
-            ready = [s for s, info in staged.items() if not info.rejected]
-            print(f"autograding {lesson}: {len(ready)} of {len(students)} submission(s) runnable")
-            jobs = sorted({staged[s].job for s in ready})
-            log = run.grade(root, lesson, settings, jobs) if ready else ""
-            (logs / f"autograde-{lesson}.log").write_text(log)
-            results = record(root, lesson, staged, log, run)
-            write_reasons(root, lesson, results)
-            everything += results
+        pool.grade(root, target, run, settings, todo, done)
     finally:
         run.close()
-    print_summary(everything)
+        if (target.reasons).is_dir():
+            write_reasons_csv(target.folder)
+    print_summary(results)
     for warning in run.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
-    print(f"\nreasons: {grading_dir(root) / 'reasons.csv'}")
+    seconds = progress.seconds()
+    print(
+        f"\ngraded {len(results)} submission(s) in {pool.Progress.clock(seconds)} "
+        f"({seconds / max(len(results), 1):.1f} s per notebook, {run.jobs} at a time)"
+    )
+    print(f"reasons: {target.folder / 'reasons.csv'}")
     return 0
 
 
@@ -207,6 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         default=int(env("COURSE_GRADING_JOBS", "1")),
         help="grade this many notebooks at a time (default 1; one per spare CPU core)",
     )
+    group.add_argument(
+        "--force",
+        action="store_true",
+        help="regrade every submission, also those unchanged since they were graded",
+    )
+    group.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="grade only shard K of N (a fixed 1/N of the students, by a hash of their ids) "
+        "into grading/shards/K-of-N/; merge the shards with make merge-grades",
+    )
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if not (root / course.NBGRADER_CONFIG.name).is_file():
@@ -239,4 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         jobs=args.jobs,
         max_outputs=args.max_outputs,
     )
-    return autograde(root, settings, args.lesson, args.student)
+    shard = None
+    if args.shard:
+        k, _, n = args.shard.partition("/")
+        if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            parser.error(f"--shard takes K/N with 1 <= K <= N (e.g. 2/3), got {args.shard!r}")
+        shard = (int(k), int(n))
+    return autograde(root, settings, args.lesson, args.student, args.force, shard)

@@ -68,6 +68,69 @@ def grading_dir(root: Path) -> Path:
     return Path(root) / course.GRADING.relative_to(course.ROOT)
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a grading run writes: the course's own folders, or one shard's.
+
+    ``folder`` holds the grader's files (``release/``, ``staged/``, ``reasons/``, ``logs/``,
+    ``reasons.csv``); ``autograded`` is nbgrader's autograded folder; ``db_url`` the gradebook.
+    A shard ``K/N`` writes everything under ``grading/shards/K-of-N/`` (merged into the course's
+    own by ``make merge-grades``).
+    """
+
+    folder: Path
+    autograded: Path
+    db_url: str
+    feedback: Path | None = None  # nbgrader's feedback folder (the course's own only)
+    shard: tuple[int, int] | None = None  # (K, N)
+
+    @classmethod
+    def course(cls, root: Path) -> Target:
+        return cls(
+            folder=grading_dir(root),
+            autograded=course_folder(root, "autograded"),
+            db_url=db_url(root),
+            feedback=course_folder(root, "feedback"),
+        )
+
+    @classmethod
+    def for_shard(cls, root: Path, k: int, n: int) -> Target:
+        if not (n >= 1 and 1 <= k <= n):
+            raise ValueError(f"a shard is K/N with 1 <= K <= N, got {k}/{n}")
+        folder = shard_dir(root, k, n)
+        return cls(
+            folder=folder,
+            autograded=folder / "autograded",
+            db_url=f"sqlite:///{folder / 'gradebook.db'}",
+            shard=(k, n),
+        )
+
+    @property
+    def staged(self) -> Path:
+        return self.folder / "staged"
+
+    @property
+    def release(self) -> Path:
+        return self.folder / "release"
+
+    @property
+    def reasons(self) -> Path:
+        return self.folder / "reasons"
+
+
+def shard_dir(root: Path, k: int, n: int) -> Path:
+    """``grading/shards/K-of-N/``: everything shard ``K/N`` writes."""
+    return grading_dir(root) / "shards" / f"{k}-of-{n}"
+
+
+def in_shard(student: str, k: int, n: int) -> bool:
+    """Whether ``student`` belongs to shard ``K/N`` (1 <= K <= N): a hash of the id, the same on
+    every machine and in every run, so N shards split a class without a list."""
+    import hashlib
+
+    return int(hashlib.sha256(student.encode()).hexdigest(), 16) % n == k - 1
+
+
 def staged_dir(root: Path) -> Path:
     return Path(root) / STAGED
 
@@ -103,19 +166,18 @@ def nbgrader(
     return result
 
 
-def register_lessons(root: Path) -> None:
+def register_lessons(root: Path, target: Target | None = None) -> None:
     """Create the gradebook if needed and record every lesson's cells and points in it.
 
-    The lessons are generated into ``grading/release`` so that ``lessons/`` is never touched.
+    The lessons are generated into ``grading/release`` (a shard's: its own ``release/`` and
+    gradebook) so that ``lessons/`` is never touched.
     """
-    nbgrader(
-        root,
-        "generate_assignment",
-        "*",
-        "--force",
-        "--CourseDirectory.release_directory=grading/release",
-        "--log-level=WARN",
-    )
+    release = target.release if target else Path(root) / "grading" / "release"
+    args = [f"--CourseDirectory.release_directory={release}"]
+    if target is not None:
+        target.folder.mkdir(parents=True, exist_ok=True)
+        args.append(f"--CourseDirectory.db_url={target.db_url}")
+    nbgrader(root, "generate_assignment", "*", "--force", "--log-level=WARN", *args)
 
 
 def db_url(root: Path) -> str:

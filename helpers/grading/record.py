@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import csv
+import csv as csv_module
+import io
 import json
-import re
+import os
 import shutil
+from functools import cache
 from pathlib import Path
 
-from helpers.grading.common import ANSI, course_folder, db_url, grading_dir
-from helpers.grading.session import Run
+from helpers.grading.common import ANSI, Target, grading_dir
 from helpers.grading.stage import Staged
 
 GRADER_ERRORS = ("NotRun", "DeadKernelError", "KernelStopped", "CellTimeoutError", "GraderError")
@@ -65,123 +66,148 @@ def _pairs(release: dict) -> dict[str, str | None]:
     return pairs
 
 
-def record(root: Path, lesson: str, staged: dict[str, Staged], log: str, run: Run) -> list[dict]:
-    """Give every submission of ``lesson`` a score and a reason for each lost point."""
+@cache
+def lesson_pairs(release_notebook: str) -> dict[str, str | None]:
+    """:func:`_pairs` of a released notebook (read once per run)."""
+    return _pairs(json.loads(Path(release_notebook).read_text()))
+
+
+def record(target: Target, info: Staged, graded: bool, sandbox: str) -> dict:
+    """Give one submission a score and a reason for each lost point; its result (a dict).
+
+    ``graded``: nbgrader graded the notebook and its autograded copy is in place in
+    ``target.autograded``. A rejected or ungraded submission scores 0 with the reason why.
+    """
     import nbformat
     from nbgrader.api import Gradebook, MissingEntry
 
-    release = json.loads((grading_dir(root) / "release" / lesson / f"{lesson}.ipynb").read_text())
-    pairs = _pairs(release)
-    failed = set(
-        re.findall(
-            rf"error processing assignment '{re.escape(lesson)}' for student "
-            r"'([^']+)'",
-            log,
-        )
-    )
-    results = []
-    with Gradebook(db_url(root)) as gb:
-        for student, info in sorted(staged.items()):
-            autograded = course_folder(root, "autograded") / student / lesson / f"{lesson}.ipynb"
-            notes = list(info.notes)
-            status = "graded"
-            blanket = None
-            if info.rejected:
-                status, blanket = "rejected", info.rejected
-                feedback = course_folder(root, "feedback") / student / lesson
-                for stale in (autograded.parent, feedback):
-                    if stale.exists():  # from an earlier run: must not be handed back
-                        shutil.rmtree(stale)
-            elif student in failed or not autograded.is_file():
+    student, lesson = info.student, info.lesson
+    pairs = lesson_pairs(str(target.release / lesson / f"{lesson}.ipynb"))
+    autograded = target.autograded / student / lesson / f"{lesson}.ipynb"
+    with Gradebook(f"{target.db_url}?timeout=120") as gb:
+        notes = list(info.notes)
+        status = "graded"
+        blanket = None
+        if info.rejected or not graded:
+            status, blanket = "rejected", info.rejected
+            if not info.rejected:
                 status = "grader-error"
                 blanket = "nbgrader could not grade this notebook (see grading/logs)"
-            gb.update_or_create_student(student)
-            try:
-                sub = gb.find_submission(lesson, student)
-            except MissingEntry:
-                sub = gb.add_submission(lesson, student)
-            executed = {}
-            if status == "graded":
-                nb = nbformat.read(str(autograded), as_version=4)
-                executed = {
-                    c.metadata["nbgrader"]["grade_id"]: c
-                    for c in nb.cells
-                    if "grade_id" in c.metadata.get("nbgrader", {})
-                }
-            cells = []
-            comments: dict[str, list[str]] = {}
-            for nb_sub in sub.notebooks:
-                for grade in sorted(nb_sub.grades, key=lambda g: g.name):
-                    if blanket is not None:
-                        grade.auto_score = 0.0
-                        grade.manual_score = None
-                        grade.needs_manual_grade = status == "grader-error"
-                    elif grade.auto_score is None and grade.manual_score is None:
-                        grade.auto_score = 0.0
-                        grade.needs_manual_grade = True
-                    score = grade.score or 0.0
-                    reason = None
-                    if score < grade.max_score:
-                        reason = blanket or _cell_reason(executed.get(grade.name, {}))
-                        reason = reason or "no points: the test cell did not pass"
-                        exercise = pairs.get(grade.name)
-                        cause = _cell_reason(executed.get(exercise, {})) if exercise else None
-                        if cause and not blanket and not reason.startswith("NotRun"):
-                            reason = f"{reason} [the exercise cell {exercise} raised {cause}]"
-                    cells.append(
-                        {
-                            "cell": grade.name,
-                            "score": score,
-                            "max_score": grade.max_score,
-                            "reason": reason,
-                        }
+            stale = [autograded.parent]
+            if target.feedback is not None:
+                stale.append(target.feedback / student / lesson)
+            for folder in stale:
+                if folder.exists():  # from an earlier run: must not be handed back
+                    shutil.rmtree(folder)
+        gb.update_or_create_student(student)
+        try:
+            sub = gb.find_submission(lesson, student)
+        except MissingEntry:
+            sub = gb.add_submission(lesson, student)
+        executed = {}
+        if status == "graded":
+            nb = nbformat.read(str(autograded), as_version=4)
+            executed = {
+                c.metadata["nbgrader"]["grade_id"]: c
+                for c in nb.cells
+                if "grade_id" in c.metadata.get("nbgrader", {})
+            }
+        cells = []
+        comments: dict[str, list[str]] = {}
+        for nb_sub in sub.notebooks:
+            for grade in sorted(nb_sub.grades, key=lambda g: g.name):
+                if blanket is not None:
+                    grade.auto_score = 0.0
+                    grade.manual_score = None
+                    grade.needs_manual_grade = status == "grader-error"
+                elif grade.auto_score is None and grade.manual_score is None:
+                    grade.auto_score = 0.0
+                    grade.needs_manual_grade = True
+                score = grade.score or 0.0
+                reason = None
+                if score < grade.max_score:
+                    reason = blanket or _cell_reason(executed.get(grade.name, {}))
+                    reason = reason or "no points: the test cell did not pass"
+                    exercise = pairs.get(grade.name)
+                    cause = _cell_reason(executed.get(exercise, {})) if exercise else None
+                    if cause and not blanket and not reason.startswith("NotRun"):
+                        reason = f"{reason} [the exercise cell {exercise} raised {cause}]"
+                cells.append(
+                    {
+                        "cell": grade.name,
+                        "score": score,
+                        "max_score": grade.max_score,
+                        "reason": reason,
+                    }
+                )
+                if reason:
+                    checked = pairs.get(grade.name)
+                    comments.setdefault(checked or "", []).append(
+                        f"{grade.name}: {score:g}/{grade.max_score:g}, {reason}"
                     )
-                    if reason:
-                        target = pairs.get(grade.name)
-                        comments.setdefault(target or "", []).append(
-                            f"{grade.name}: {score:g}/{grade.max_score:g}, {reason}"
-                        )
-                if notes and nb_sub.comments:
-                    first = pairs.get(next(iter(pairs), ""), None) or ""
-                    comments.setdefault(first, []).insert(0, "grader notes: " + "; ".join(notes))
-                for comment in nb_sub.comments:
-                    lines = comments.get(comment.name)
-                    previous = comment.auto_comment or ""
-                    if previous.startswith("Autograder:"):  # ours, from an earlier run
-                        previous = ""
-                    if lines:
-                        text = "Autograder: " + "\n".join(lines)
-                        comment.auto_comment = f"{previous}\n{text}" if previous else text
-                    else:
-                        comment.auto_comment = previous or None
-            gb.db.commit()
-            total = sum(c["score"] for c in cells)
-            results.append(
-                {
-                    "student": student,
-                    "lesson": lesson,
-                    "status": status,
-                    "score": total,
-                    "max_score": sum(c["max_score"] for c in cells),
-                    "notes": notes + ([blanket] if blanket else []),
-                    "cells": cells,
-                    "sandbox": run.describe(),
-                }
-            )
-    return results
+            if notes and nb_sub.comments:
+                first = pairs.get(next(iter(pairs), ""), None) or ""
+                comments.setdefault(first, []).insert(0, "grader notes: " + "; ".join(notes))
+            for comment in nb_sub.comments:
+                lines = comments.get(comment.name)
+                previous = comment.auto_comment or ""
+                if previous.startswith("Autograder:"):  # ours, from an earlier run
+                    previous = ""
+                if lines:
+                    text = "Autograder: " + "\n".join(lines)
+                    comment.auto_comment = f"{previous}\n{text}" if previous else text
+                else:
+                    comment.auto_comment = previous or None
+        gb.db.commit()
+        total = sum(c["score"] for c in cells)
+        return {
+            "student": student,
+            "lesson": lesson,
+            "status": status,
+            "score": total,
+            "max_score": sum(c["max_score"] for c in cells),
+            "notes": notes + ([blanket] if blanket else []),
+            "cells": cells,
+            "sandbox": sandbox,
+        }
 
 
-def write_reasons(root: Path, lesson: str, results: list[dict]) -> None:
-    """Update ``grading/reasons/<lesson>.json`` with ``results``; rewrite ``reasons.csv``."""
-    folder = grading_dir(root) / "reasons"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{lesson}.json"
-    merged = {r["student"]: r for r in json.loads(path.read_text())} if path.exists() else {}
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a kill leaves the old file or the new, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def reasons_of(folder: Path, lesson: str) -> dict[str, dict]:
+    """student -> result, from ``<folder>/reasons/<lesson>.json`` (empty when there is none)."""
+    path = folder / "reasons" / f"{lesson}.json"
+    return {r["student"]: r for r in json.loads(path.read_text())} if path.exists() else {}
+
+
+def write_reasons(
+    root: Path, lesson: str, results: list[dict], folder: Path | None = None, csv: bool = True
+) -> None:
+    """Update ``<folder>/reasons/<lesson>.json`` with ``results`` (by student) and rewrite
+    ``<folder>/reasons.csv`` from every lesson's file (``folder``: default ``grading/``).
+
+    Each file is replaced in one step: a kill leaves the old version or the new one."""
+    folder = grading_dir(root) if folder is None else folder
+    (folder / "reasons").mkdir(parents=True, exist_ok=True)
+    merged = reasons_of(folder, lesson)
     merged.update({r["student"]: r for r in results})
     rows = [merged[s] for s in sorted(merged)]
-    path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    _write_atomically(
+        folder / "reasons" / f"{lesson}.json", json.dumps(rows, indent=1, sort_keys=True) + "\n"
+    )
+    if csv:
+        write_reasons_csv(folder)
+
+
+def write_reasons_csv(folder: Path) -> None:
+    """``<folder>/reasons.csv``: one row per lost point and per note, from every lesson's file."""
     rows = []
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted((folder / "reasons").glob("*.json")):
         for r in json.loads(path.read_text()):
             for note in r["notes"]:
                 rows.append([r["student"], r["lesson"], "submission", "", "", note])
@@ -189,10 +215,11 @@ def write_reasons(root: Path, lesson: str, results: list[dict]) -> None:
                 rows.append(
                     [r["student"], r["lesson"], c["cell"], c["score"], c["max_score"], c["reason"]]
                 )
-    with open(grading_dir(root) / "reasons.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["student", "lesson", "item", "score", "max_score", "reason"])
-        writer.writerows(sorted(rows, key=lambda r: (r[0], r[1])))
+    out = io.StringIO()
+    writer = csv_module.writer(out)
+    writer.writerow(["student", "lesson", "item", "score", "max_score", "reason"])
+    writer.writerows(sorted(rows, key=lambda r: (r[0], r[1])))
+    _write_atomically(folder / "reasons.csv", out.getvalue())
 
 
 def print_summary(results: list[dict]) -> None:

@@ -1,11 +1,10 @@
-"""Step 3 of ``autograde``: ``nbgrader autograde`` with every kernel in the sandbox."""
+"""Step 3 of ``autograde``: the sandbox every kernel runs in, and the nbgrader settings of each
+grading process (:mod:`helpers.grading.worker`)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -15,12 +14,10 @@ from helpers import course
 from helpers.grading import sandbox
 from helpers.grading.common import (
     AUTOGRADE_PREPROCESSORS,
-    STAGED,
     Settings,
-    db_url,
+    Target,
     exchange_root,
     grading_dir,
-    nbgrader_command,
 )
 
 
@@ -28,8 +25,8 @@ from helpers.grading.common import (
 class Run:
     """One grading run's sandbox: its private folder, kernelspecs and nbgrader arguments.
 
-    With ``jobs`` > 1 the students of a lesson are split into that many groups, each graded by
-    its own ``nbgrader autograde`` process (kernels as distinct users, sockets apart).
+    With ``jobs`` > 1 that many worker processes grade at the same time, each with its own
+    kernelspec (kernels as distinct users, sockets apart) and staging folder.
     """
 
     mode: str
@@ -80,29 +77,38 @@ class Run:
             return f"sandbox: bubblewrap, kernels run as {who}; {self.config.limits.describe()}"
         return f"sandbox: {self.mode.upper()} ONLY; {self.config.limits.describe()}"
 
-    def args(self, root: Path, settings: Settings, job: int, lesson: str) -> list[str]:
-        args = [f"--CourseDirectory.submitted_directory={STAGED}/job{job}"]
-        if self.jobs > 1:  # several processes write the gradebook: wait for each other's locks
-            args.append(f"--CourseDirectory.db_url={db_url(root)}?timeout=120")
-        args += [f"--Autograde.autograde_preprocessors={p}" for p in AUTOGRADE_PREPROCESSORS]
-        args += [
-            f"--HardenedExecute.kernel_name={sandbox.KERNEL_NAME}-{job}",
-            f"--HardenedExecute.source_root={grading_dir(root) / 'release'}",
-            f"--HardenedExecute.limits={self.config.limits.describe()}",
-            f"--HardenedExecute.max_outputs={settings.max_outputs}",
-        ]
+    def nbgrader_config(self, settings: Settings, job: int, lesson: str, target: Target) -> dict:
+        """The nbgrader settings (a traitlets config as a dict) job ``job`` grades ``lesson``
+        with, on top of the course's nbgrader_config.py."""
+        staged = target.staged
+        # The parent process writes the gradebook too: wait for each other's locks.
+        config: dict = {
+            "CourseDirectory": {
+                "submitted_directory": str(staged / f"job{job}"),
+                "autograded_directory": str(staged / f"job{job}-autograded"),
+                "db_url": f"{target.db_url}?timeout=120",
+            },
+            "Autograde": {"autograde_preprocessors": AUTOGRADE_PREPROCESSORS},
+            "HardenedExecute": {
+                "kernel_name": f"{sandbox.KERNEL_NAME}-{job}",
+                "source_root": str(target.release),
+                "limits": self.config.limits.describe(),
+                "max_outputs": settings.max_outputs,
+            },
+        }
         timeout = settings.lesson_timeouts.get(lesson, settings.timeout)
         if timeout:
-            args.append(f"--HardenedExecute.timeout={timeout}")
+            config["HardenedExecute"]["timeout"] = timeout
         if self.mode == "bwrap":
             # TCP does not cross network namespaces: unix sockets at an absolute path do.
-            args += [
-                "--KernelManager.transport=ipc",
-                f"--KernelManager.ip={os.path.join(self.config.ipc_dir, f'job{job}', 'kernel')}",
-            ]
-        return args
+            config["KernelManager"] = {
+                "transport": "ipc",
+                "ip": os.path.join(self.config.ipc_dir, f"job{job}", "kernel"),
+            }
+        return config
 
     def env(self) -> dict[str, str]:
+        """The environment of the grading processes: the sandbox's kernelspecs first."""
         env = dict(os.environ)
         env["JUPYTER_PATH"] = os.pathsep.join(
             [str(self.jupyter_path), *filter(None, [os.environ.get("JUPYTER_PATH")])]
@@ -111,32 +117,9 @@ class Run:
         runtime = Path(self.config.run_dir) / "runtime"
         runtime.mkdir(exist_ok=True)
         env["JUPYTER_RUNTIME_DIR"] = str(runtime)
-        return env
-
-    def grade(self, root: Path, lesson: str, settings: Settings, jobs: list[int]) -> str:
-        """Run ``nbgrader autograde`` for ``lesson``, one process per job; their logs."""
         bin_dir = str(Path(sys.executable).parent)
-        env = self.env()
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-        # Each process logs to its own file, not a pipe: a pipe that is read only after the
-        # jobs before it have finished fills up (a fork bomb's kernels log a lot) and stalls
-        # its job until then.
-        running = []
-        with contextlib.ExitStack() as stack:
-            for job in jobs:
-                cmd = nbgrader_command("autograde", lesson, "--force")
-                cmd += ["--log-level=WARN", *self.args(root, settings, job, lesson)]
-                log = stack.enter_context(tempfile.TemporaryFile("w+", dir=self.config.run_dir))
-                process = subprocess.Popen(
-                    cmd, cwd=root, env=env, text=True, stdout=log, stderr=subprocess.STDOUT
-                )
-                running.append((process, log))
-            logs = []
-            for process, log in running:
-                process.wait()
-                log.seek(0)
-                logs.append(log.read())
-        return "".join(logs)
+        return env
 
     def close(self) -> None:
         shutil.rmtree(self.config.run_dir, ignore_errors=True)

@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.grading.common import MB, Settings, course_folder, grading_dir, staged_dir
+from helpers.grading.common import MB, Settings, Target, course_folder
 
 
 @dataclass
@@ -204,13 +204,15 @@ def _copy_files(source: Path, dest: Path, settings: Settings, notes: list) -> No
             shutil.copyfile(path, target)
 
 
-def stage(root: Path, lesson: str, student: str, settings: Settings, job: int = 0) -> Staged:
-    """Write a clean copy of ``student``'s ``lesson`` into ``grading/staged/job<job>``."""
+def stage(
+    root: Path, lesson: str, student: str, settings: Settings, job: int, target: Target
+) -> Staged:
+    """Write a clean copy of ``student``'s ``lesson`` into ``<target>/staged/job<job>``."""
     import nbformat
 
     result = Staged(student, lesson, job=job)
     source = course_folder(root, "submitted") / student / lesson
-    dest = staged_dir(root) / f"job{job}" / student / lesson
+    dest = target.staged / f"job{job}" / student / lesson
     if dest.exists():
         shutil.rmtree(dest)
     expected = f"{lesson}.ipynb"
@@ -238,7 +240,7 @@ def stage(root: Path, lesson: str, student: str, settings: Settings, job: int = 
     if rejected:
         result.rejected = rejected
         return result
-    release = json.loads((grading_dir(root) / "release" / lesson / expected).read_text())
+    release = json.loads((target.release / lesson / expected).read_text())
     nb, notes = sanitize(data, release)
     result.notes += notes
     dest.mkdir(parents=True)
