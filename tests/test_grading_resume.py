@@ -182,6 +182,7 @@ def test_killed_runs_resume_with_the_reference_grades(reference, tmp_path):
     nbformat.write(nb, changed)
     out = run_grader(root, "autograde", "--jobs=1").stdout
     assert _to_grade(out) == 1 and "graded 1 submission(s)" in out, out
+    assert "grading [" in out and "1/1" in out, out  # the progress line
     assert _scores(root) == _scores(reference)
 
 

@@ -166,8 +166,11 @@ def nbgrader(
     return result
 
 
-def register_lessons(root: Path, target: Target | None = None) -> None:
-    """Create the gradebook if needed and record every lesson's cells and points in it.
+def register_lessons(
+    root: Path, target: Target | None = None, lessons: list[str] | None = None
+) -> None:
+    """Create the gradebook if needed and record every lesson's cells and points in it (or only
+    those of ``lessons``).
 
     The lessons are generated into ``grading/release`` (a shard's: its own ``release/`` and
     gradebook) so that ``lessons/`` is never touched.
@@ -177,7 +180,8 @@ def register_lessons(root: Path, target: Target | None = None) -> None:
     if target is not None:
         target.folder.mkdir(parents=True, exist_ok=True)
         args.append(f"--CourseDirectory.db_url={target.db_url}")
-    nbgrader(root, "generate_assignment", "*", "--force", "--log-level=WARN", *args)
+    for pattern in sorted(lessons) if lessons else ["*"]:
+        nbgrader(root, "generate_assignment", pattern, "--force", "--log-level=WARN", *args)
 
 
 def db_url(root: Path) -> str:

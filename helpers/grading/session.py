@@ -3,6 +3,8 @@ grading process (:mod:`helpers.grading.worker`)."""
 
 from __future__ import annotations
 
+import compileall
+import contextlib
 import os
 import shutil
 import sys
@@ -63,6 +65,10 @@ class Run:
             uid=uid,
         )
         sandbox.prepare_run_dir(config)
+        # Kernels may not write bytecode into the read-only course: compile it here once (a
+        # fresh clone would otherwise compile the helpers again in every notebook's kernel).
+        with contextlib.suppress(OSError):
+            compileall.compile_dir(str(repo / "helpers"), quiet=2)
         jobs = max(1, settings.jobs)
         uids = sandbox.spare_uids(jobs) if uid is not None else [None] * jobs
         path = None
@@ -114,6 +120,10 @@ class Run:
             [str(self.jupyter_path), *filter(None, [os.environ.get("JUPYTER_PATH")])]
         )
         env.setdefault("COURSE_FAST", "1")
+        # Kernels side by side share the cores: each gets its share of torch's threads (idle
+        # OpenMP threads of one kernel spinning on the other's core cost CPU, not speed).
+        cpus = len(os.sched_getaffinity(0))
+        env.setdefault("OMP_NUM_THREADS", str(max(1, cpus // self.jobs)))
         runtime = Path(self.config.run_dir) / "runtime"
         runtime.mkdir(exist_ok=True)
         env["JUPYTER_RUNTIME_DIR"] = str(runtime)
