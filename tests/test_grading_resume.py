@@ -169,6 +169,7 @@ def test_killed_runs_resume_with_the_reference_grades(reference, tmp_path):
     assert not _inflight(root)
     assert _results(root) == _results(reference)
     assert _scores(root) == _scores(reference)
+    assert _grades_csv(root) == _grades_csv(reference)
     leftovers = [
         p for p in (root / "grading").rglob("*") if ".old-" in p.name or p.name.endswith(".tmp")
     ]
@@ -214,9 +215,17 @@ def test_three_shards_merged_give_the_reference_grades(reference, tmp_path):
     assert merge.returncode == 0, merge.stdout + merge.stderr
     assert _results(root) == _results(reference)
     assert _scores(root) == _scores(reference)
+    assert _grades_csv(root) == _grades_csv(reference)
     # the merged class is up to date for the unsharded grader too
     out = run_grader(root, "autograde", "--jobs=1").stdout
     assert _to_grade(out) == 0, out
+
+
+def _grades_csv(root: Path) -> list[str]:
+    """``make export``'s grades.csv, its rows sorted (nbgrader lists them by gradebook order)."""
+    run_grader(root, "export")
+    lines = (root / "grading" / "grades.csv").read_text().splitlines()
+    return [lines[0], *sorted(lines[1:])]
 
 
 def _results_of(folder: Path) -> set[tuple[str, str]]:

@@ -324,7 +324,8 @@ def merge(root: Path, shards: list[Path] | None = None) -> int:
     loaded = [read_shard(p) for p in resolved]
     check_no_overlap(loaded)
 
-    register_lessons(root)
+    # the lessons the shards graded, as `make autograde` registers them
+    register_lessons(root, lessons=sorted({x for sh in loaded for _, x in sh.submissions}))
     course_id = course_setting(root, "CourseDirectory", "course_id") or "default_course"
     autograded = course_folder(root, "autograded")
     feedback = course_folder(root, "feedback")
