@@ -15,6 +15,7 @@ from helpers.grading import pool, sandbox
 from helpers.grading.common import (
     Settings,
     Target,
+    add_root_argument,
     course_folder,
     course_setting,
     exchange_root,
@@ -188,12 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "release-feedback": release_feedback,
     }
     parser.add_argument("command", choices=list(commands))
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=Path.cwd(),
-        help="the course root holding nbgrader_config.py (default: here)",
-    )
+    add_root_argument(parser)
     limits = sandbox.Limits()
     env = os.environ.get
     group = parser.add_argument_group("autograde")

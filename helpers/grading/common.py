@@ -14,7 +14,6 @@ from pathlib import Path
 from helpers import course
 from helpers.grading import sandbox
 
-STAGED = "grading/staged"
 EXECUTOR = "helpers.grading.execute.HardenedExecute"
 AUTOGRADE_PREPROCESSORS = [
     EXECUTOR,
@@ -131,10 +130,6 @@ def in_shard(student: str, k: int, n: int) -> bool:
     return int(hashlib.sha256(student.encode()).hexdigest(), 16) % n == k - 1
 
 
-def staged_dir(root: Path) -> Path:
-    return Path(root) / STAGED
-
-
 # jsonschema (imported by nbformat, so by every nbgrader command) builds a grammar for its
 # optional IRI format check when it is imported, which costs seconds of CPU per process; nbgrader
 # never validates IRIs, so the grader's processes skip that module (jsonschema then simply has
@@ -144,6 +139,16 @@ NBGRADER = (
     "import sys; sys.modules.setdefault('rfc3987_syntax', None); "
     "from nbgrader.apps.nbgraderapp import main; sys.exit(main())"
 )
+
+
+def add_root_argument(parser) -> None:
+    """The ``--root`` option every grading command takes (an ``argparse`` parser)."""
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path.cwd(),
+        help="the course root holding nbgrader_config.py (default: here)",
+    )
 
 
 def nbgrader_command(*args: str) -> list[str]:

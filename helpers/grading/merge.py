@@ -27,6 +27,7 @@ from pathlib import Path
 
 from helpers import course
 from helpers.grading.common import (
+    add_root_argument,
     course_folder,
     course_setting,
     db_url,
@@ -379,12 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=Path.cwd(),
-        help="the course root holding nbgrader_config.py (default: here)",
-    )
+    add_root_argument(parser)
     parser.add_argument(
         "shards",
         nargs="*",

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers import course
-from helpers.grading.common import Settings, course_folder, grading_dir
+from helpers.grading.common import Settings, add_root_argument, course_folder, grading_dir
 from helpers.grading.stage import _read_notebook, _text
 
 NOISE_THRESHOLD = 12
@@ -457,12 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("lesson", help="lesson id or a unique prefix, e.g. 01_intro_to_rnns or 01")
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=Path.cwd(),
-        help="the course root holding nbgrader_config.py (default: here)",
-    )
+    add_root_argument(parser)
     parser.add_argument(
         "--top", type=int, default=TOP, help=f"pairs to show and print (default {TOP})"
     )
