@@ -63,9 +63,9 @@ def _hash_tree(digest, folder: Path) -> None:
                     digest.update(block)
 
 
-def fingerprint(root: Path, target: Target, lesson: str, student: str, settings: Settings) -> str:
-    """A hash of everything a grade depends on: the submission's files, the released lesson
-    (what its cells are checked against) and the grader's settings."""
+def lesson_digest(target: Target, lesson: str, settings: Settings):
+    """The hash of what every submission of ``lesson`` is graded against (the released lesson
+    and the grader's settings), to be extended by :func:`fingerprint` for each submission."""
     digest = hashlib.sha256()
     release = target.release / lesson / f"{lesson}.ipynb"
     digest.update(release.read_bytes() if release.is_file() else b"no release")
@@ -82,6 +82,13 @@ def fingerprint(root: Path, target: Target, lesson: str, student: str, settings:
             ]
         ).encode()
     )
+    return digest
+
+
+def fingerprint(root: Path, lesson_hash, lesson: str, student: str) -> str:
+    """A hash of everything a grade depends on: ``lesson_hash`` (:func:`lesson_digest`) and the
+    submission's files."""
+    digest = lesson_hash.copy()
     _hash_tree(digest, course_folder(root, "submitted") / student / lesson)
     return digest.hexdigest()
 
@@ -109,8 +116,9 @@ def plan(
     for lesson, students in sorted(found.items()):
         previous = reasons_of(target.folder, lesson)
         in_gradebook = _graded_in_gradebook(target, lesson) if previous and not force else set()
+        lesson_hash = lesson_digest(target, lesson, settings)
         for student in students:
-            fp = fingerprint(root, target, lesson, student, settings)
+            fp = fingerprint(root, lesson_hash, lesson, student)
             interrupted = marker(target, lesson, student).exists()
             if interrupted:
                 cut_off.append((lesson, student))

@@ -88,11 +88,12 @@ def record(target: Target, info: Staged, graded: bool, sandbox: str) -> dict:
         notes = list(info.notes)
         status = "graded"
         blanket = None
-        if info.rejected or not graded:
+        if info.rejected:
             status, blanket = "rejected", info.rejected
-            if not info.rejected:
-                status = "grader-error"
-                blanket = "nbgrader could not grade this notebook (see grading/logs)"
+        elif not graded:
+            status = "grader-error"
+            blanket = "nbgrader could not grade this notebook (see grading/logs)"
+        if status != "graded":
             stale = [autograded.parent]
             if target.feedback is not None:
                 stale.append(target.feedback / student / lesson)
