@@ -6,6 +6,7 @@
 # Instructors: make release | autograde | feedback | export | images   (see README.md)
 #   with nbgrader's exchange: make release-assignments | collect | autograde | feedback |
 #   release-feedback; a big class: autograde ARGS="--shard K/N" | merge-grades | similarity
+#   a class on a real JupyterHub on this machine: sudo make hub   (needs node and npm)
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -21,7 +22,7 @@ LINTED := helpers tests benchmarks images
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: install lab test test-quick test-grading lint check release autograde feedback export images bench checkpoint \
-	similarity merge-grades bench-grading clean-grading help
+	similarity merge-grades bench-grading clean-grading help hub hub-proxy
 
 help:
 	@sed -n '1,10p' Makefile
@@ -120,3 +121,13 @@ checkpoint: $(STAMP)
 
 clean-grading:
 	rm -rf grading
+
+# A real JupyterHub for a class on this machine (as root): configurable-http-proxy from npm into
+# .hub/proxy, Linux accounts with passwords, nbgrader's exchange, the instructor's copy of the
+# course, then the hub on 127.0.0.1 (deploy/hub/hub.py; ARGS="--port 8000 --students a,b,c").
+hub: $(STAMP)
+	$(RUN) $(BIN)/python deploy/hub/hub.py $(ARGS)
+
+# Only the proxy (deploy/hub/package-lock.json, npm ci): what tests/test_hub.py needs.
+hub-proxy: $(STAMP)
+	$(RUN) $(BIN)/python deploy/hub/hub.py --install-proxy
