@@ -53,8 +53,9 @@ COURSE_FOLDERS = ("solutions", "lessons")
 
 NEED_NODE = (
     "make hub needs Node.js: JupyterHub's proxy, configurable-http-proxy, is an npm package. "
-    "Install node and npm (Debian/Ubuntu: `sudo apt-get install -y nodejs npm`; .ci/run does "
-    "it), then run make hub again."
+    "Install node (20 or later) and npm (Debian/Ubuntu: `sudo apt-get install -y nodejs npm`, "
+    "or NodeSource's packages where that node is older; .ci/run installs them), then run "
+    "make hub again."
 )
 NEED_ROOT = (
     "make hub creates Linux accounts and runs a server as each of them: run it as root "
