@@ -116,7 +116,7 @@ bench-grading: $(STAMP)
 CHECKPOINT_STEPS ?= 5000
 checkpoint: $(STAMP)
 	$(RUN) $(BIN)/python benchmarks/char_lstm.py --corpus tinyshakespeare --seed 0 \
-		--max-steps $(CHECKPOINT_STEPS) --half --no-progress \
+		--max-steps $(CHECKPOINT_STEPS) --half --no-progress --precision fp32 \
 		--save solutions/04_char_lstm/char_lstm_tinyshakespeare.pt $(ARGS)
 
 clean-grading:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import json
 import os
@@ -32,16 +33,22 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import helpers
 from helpers import course
 from helpers.char_training import (
     MODEL_CONFIG,
+    PRECISIONS,
     TrainConfig,
     bits_per_char,
     config_dict,
+    cpu_info,
     evaluate,
+    make_optimizer,
+    precision_context,
+    resolve_precision,
     save_checkpoint,
     train,
 )
@@ -84,6 +91,35 @@ def lesson_definitions(path: Path = SOLUTION):
     return tuple(namespace[name] for name in DEFINITIONS)
 
 
+def bare_step_ms(model, get_batches, train_step, data, config, precision, steps: int = 60) -> float:
+    """Median milliseconds of one bare ``train_step`` of a copy of ``model`` on a fixed batch.
+
+    Forward, loss, backward, clipping and the AdamW step, in ``precision``; no data loading,
+    schedule, checks or logging. ``min(5, steps)`` untimed warm-up steps come first. ``model``
+    itself and torch's random state are left as they were (a deep copy is trained).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    warmup = min(5, steps)
+    clone = copy.deepcopy(model).train()
+    optimizer = make_optimizer(clone, config)
+    x, y = next(iter(get_batches(data, config.batch_size, config.seq_length)))
+    device = next(clone.parameters()).device
+    x = torch.as_tensor(x, dtype=torch.long, device=device)
+    y = torch.as_tensor(y, dtype=torch.long, device=device)
+    hidden = clone.init_hidden(config.batch_size)
+    rng_state = torch.get_rng_state()
+    times = []
+    with precision_context(precision, device):
+        for i in range(warmup + steps):
+            started = time.perf_counter()
+            _, hidden = train_step(clone, optimizer, x, y, hidden, config.clip_norm)
+            if i >= warmup:
+                times.append(time.perf_counter() - started)
+    torch.set_rng_state(rng_state)
+    return 1000 * float(np.median(times))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", choices=sorted(CORPORA), default="tinyshakespeare")
@@ -107,6 +143,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         "Udacity's RNN lesson",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden-size", type=int, default=None, help="override the preset's")
+    parser.add_argument("--num-layers", type=int, default=None, help="override the preset's")
+    parser.add_argument("--dropout", type=float, default=None, help="override the preset's")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 where the CPU/GPU computes it natively, else fp32",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the lesson's configuration and --preset udacity for the same budget, one "
+        "after the other, and print both and their ratio",
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)"
     )
@@ -131,6 +182,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="JSON result file (default: benchmarks/results/char_lstm-...json)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--bare-steps",
+        type=int,
+        default=60,
+        help="timed steps of the bare-step measurement (median; default 60)",
+    )
     args = parser.parse_args(argv)
     if args.max_steps is None and not args.budget_seconds > 0:
         parser.error("--budget-seconds must be positive")
@@ -139,9 +196,40 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.compare:
+        return compare(args)
+    return run(args)
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """The lesson's configuration, then Udacity's, for the same budget; both and their ratio."""
+    if args.save:
+        raise SystemExit("--compare does not write a checkpoint (drop --save)")
+    results = {}
+    for preset in ("course", "udacity"):
+        out = args.out.with_name(f"{args.out.stem}-{preset}{args.out.suffix}") if args.out else None
+        results[preset] = run(argparse.Namespace(**{**vars(args), "preset": preset, "out": out}))
+    course_, udacity = results["course"], results["udacity"]
+    ratio = {
+        key: round(course_[key] / udacity[key], 3) if udacity[key] else None
+        for key in ("val_stream", "steps", "chars_per_s")
+    }
+    print("\n             course    udacity   course/udacity")
+    for key in ratio:
+        print(f"{key:<12} {course_[key]:>9} {udacity[key]:>9}   {ratio[key]}")
+    summary = {"compare": True, "course": course_, "udacity": udacity, "ratio": ratio}
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def run(args: argparse.Namespace) -> dict:
+    """One benchmark run: the bare step, training for the budget, validation; the result."""
     CharRNN, get_batches, train_step = lesson_definitions()
     corpus = load_corpus(args.corpus)
     model_config = dict(MODEL_CONFIG if args.preset == "course" else UDACITY_MODEL)
+    for name in ("hidden_size", "num_layers", "dropout"):
+        if getattr(args, name) is not None:
+            model_config[name] = getattr(args, name)
     training = {} if args.preset == "course" else dict(UDACITY_TRAINING)
     budget = None if args.max_steps else args.budget_seconds
     config = replace(
@@ -151,6 +239,7 @@ def main(argv=None) -> dict:
         max_steps=args.max_steps,
         seed=args.seed,
         eval_every=args.eval_every,
+        precision=args.precision,
     )
 
     if args.threads:
@@ -167,6 +256,11 @@ def main(argv=None) -> dict:
         flush=True,
     )
     print(f"config: {config}", flush=True)
+    precision = resolve_precision(config.precision, device)
+    step_ms_bare = bare_step_ms(
+        model, get_batches, train_step, corpus.train, config, precision, args.bare_steps
+    )
+    print(f"bare step ({precision}): {step_ms_bare:.2f} ms", flush=True)
     history = train(
         model,
         corpus.train,
@@ -182,6 +276,7 @@ def main(argv=None) -> dict:
     val_stream = evaluate(model, corpus.val, "stream", max_chars=args.val_chars)
     val_win64 = evaluate(model, corpus.val, "win64", max_chars=args.val_chars)
     eval_seconds = time.perf_counter() - started
+    step_ms_loop = 1000 * history.loop_seconds / max(history.steps, 1)
 
     result = {
         "corpus": args.corpus,
@@ -202,6 +297,10 @@ def main(argv=None) -> dict:
         "val_win64_bits": round(bits_per_char(val_win64), 4),
         "val_chars": args.val_chars or len(corpus.val),
         "eval_s": round(eval_seconds, 1),
+        "precision": history.precision,
+        "step_ms_bare": round(step_ms_bare, 2),
+        "step_ms_loop": round(step_ms_loop, 2),
+        "loop_vs_bare": round(step_ms_bare / step_ms_loop, 3),
         "model": model_config,
         "config": config_dict(config),
         "device": str(device),
@@ -211,6 +310,7 @@ def main(argv=None) -> dict:
         "load_avg_after": round(load_after[0], 2),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        **cpu_info(),
     }
     if args.save:
         trained = (
@@ -244,7 +344,7 @@ def main(argv=None) -> dict:
     out = args.out
     if out is None:
         length = f"{args.max_steps}steps" if args.max_steps else f"{budget:g}s"
-        out = RESULTS / f"char_lstm-{args.corpus}-{args.preset}-{length}.json"
+        out = RESULTS / f"char_lstm-{args.corpus}-{args.preset}-{length}-{history.precision}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result), flush=True)

@@ -25,7 +25,9 @@ Validation loss is measured two ways (both in nats per character, the mean cross
 
 from __future__ import annotations
 
+import contextlib
 import math
+import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -52,6 +54,73 @@ CHECKPOINT_NAME = course.CHECKPOINT_NAME
 LESSON = course.CHECKPOINT_LESSON
 _FORMAT = "rnn-course-char-model/1"
 
+#: ``TrainConfig.precision``'s choices.
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+#: The CPU flags ``cpu_info`` reports: what decides float32 and bf16 speed.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_info() -> dict:
+    """``{"cpu": model name, "cpu_flags": {flag: bool for flag in ISA_FLAGS}}``.
+
+    Read from ``/proc/cpuinfo`` (the first CPU); where there is none (not Linux) the name is
+    ``platform.processor()`` and every flag is ``False``.
+    """
+    name, flags = "", None
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not name:
+            name = value.strip()
+        elif key in ("flags", "Features") and flags is None:
+            flags = set(value.split())
+    flags = flags or set()
+    return {
+        "cpu": name or platform.processor() or platform.machine(),
+        "cpu_flags": {flag: flag in flags for flag in ISA_FLAGS},
+    }
+
+
+def bf16_available(device) -> bool:
+    """Whether ``device`` computes bf16 natively (so autocast to bf16 pays).
+
+    CPU: oneDNN with bf16 support and an ``avx512_bf16`` or ``amx_bf16`` CPU flag (oneDNN
+    emulates bf16 on plain AVX-512, which is slower than float32). CUDA: ``is_bf16_supported``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+    flags = cpu_info()["cpu_flags"]
+    return supported and (flags["avx512_bf16"] or flags["amx_bf16"])
+
+
+def resolve_precision(precision: str, device) -> str:
+    """``"bf16"`` or ``"fp32"``: what ``precision`` (one of ``PRECISIONS``) means on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_available(device) else "fp32"
+    return precision
+
+
+def precision_context(precision: str, device):
+    """``torch.autocast`` to bf16 for ``"bf16"``, a no-op context for ``"fp32"``."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
 
 @dataclass
 class TrainConfig:
@@ -76,6 +145,10 @@ class TrainConfig:
         threads: CPU threads PyTorch may use while training (``None``: leave torch's setting,
             which uses every core). Measured on a quiet 2-core machine: 20k characters/s with 1
             thread, 33k with 2; on a busy machine one thread can be the faster choice.
+        precision: ``"auto"`` (bf16 under ``torch.autocast`` where the device computes it
+            natively: a CPU with AVX-512 bf16 or AMX and oneDNN, or a CUDA GPU with bf16;
+            float32 elsewhere), ``"bf16"`` or ``"fp32"``. The weights, the optimiser and
+            ``evaluate`` stay in float32 either way.
     """
 
     batch_size: int = 16
@@ -91,8 +164,11 @@ class TrainConfig:
     eval_chars: int | None = 50_000
     seed: int = 0
     threads: int | None = None
+    precision: str = "auto"
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("batch_size", "seq_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -118,7 +194,9 @@ class CharHistory(StepHistory):
     """What happened during training (losses in nats per character).
 
     Per step (from ``StepHistory``): ``train_loss``, ``learning_rates``, ``steps``,
-    ``train_seconds``; per validation: ``val_steps``, ``val_loss``.
+    ``train_seconds``; per validation: ``val_steps``, ``val_loss``. ``loop_seconds``: the
+    loop's wall time without validation (batches, schedule, checks and progress bar included);
+    ``precision``: ``"bf16"`` or ``"fp32"``, what the updates ran in.
     """
 
     val_steps: list[int] = field(default_factory=list)
@@ -126,6 +204,8 @@ class CharHistory(StepHistory):
     epochs: int = 0
     chars_per_s: float = 0.0
     stopped_by: str = ""
+    loop_seconds: float = 0.0
+    precision: str = ""
 
     @property
     def final_train_loss(self) -> float:
@@ -260,6 +340,8 @@ def _train(
     torch.manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
     history = CharHistory()
+    history.precision = resolve_precision(config.precision, device)
+    autocast = precision_context(history.precision, device)
 
     by_time = config.budget_seconds is not None and config.max_steps is None
     total = round(config.budget_seconds) if by_time else config.max_steps
@@ -273,8 +355,11 @@ def _train(
     )
     smoothed = None
     train_seconds = 0.0
+    eval_seconds = 0.0
+    shown = -math.inf  # when the bar's postfix was last set (at most every 0.5 s)
     done = False
     model.train()
+    loop_started = time.perf_counter()
     while not done:
         offset = int(rng.integers(0, config.seq_length)) if history.epochs else 0
         hidden = _to_device(model.init_hidden(config.batch_size), device)
@@ -290,7 +375,8 @@ def _train(
                 group["lr"] = lr
             x_t = torch.as_tensor(x, dtype=torch.long, device=device)
             y_t = torch.as_tensor(y, dtype=torch.long, device=device)
-            loss, hidden = train_step(model, optimizer, x_t, y_t, hidden, config.clip_norm)
+            with autocast:
+                loss, hidden = train_step(model, optimizer, x_t, y_t, hidden, config.clip_norm)
             try:
                 value = _checked_step(loss, hidden, history.steps + 1)
             except ValueError:
@@ -309,15 +395,22 @@ def _train(
             done = (config.max_steps is not None and history.steps >= config.max_steps) or (
                 config.budget_seconds is not None and train_seconds >= config.budget_seconds
             )
+            validated = False
             if config.eval_every and (history.steps % config.eval_every == 0 or done):
+                eval_started = time.perf_counter()
                 val = evaluate(model, val_data, max_chars=config.eval_chars)
                 model.train()
                 history.val_steps.append(history.steps)
                 history.val_loss.append(val)
-            postfix = {"loss": f"{smoothed:.3f}", "lr": f"{lr:.1e}"}
-            if history.val_loss:
-                postfix["val"] = f"{history.val_loss[-1]:.3f}"
-            bar.set_postfix(postfix, refresh=False)
+                eval_seconds += time.perf_counter() - eval_started
+                validated = True
+            now = time.perf_counter()
+            if not bar.disable and (validated or done or now - shown >= 0.5):
+                shown = now
+                postfix = {"loss": f"{smoothed:.3f}", "lr": f"{lr:.1e}"}
+                if history.val_loss:
+                    postfix["val"] = f"{history.val_loss[-1]:.3f}"
+                bar.set_postfix(postfix, refresh=False)
             bar.update((round(min(train_seconds, total)) - bar.n) if by_time else 1)
             if done:
                 break
@@ -325,6 +418,7 @@ def _train(
             bar.close()
             raise ValueError("get_batches yielded no batch for the training text")
         history.epochs += 1
+    history.loop_seconds = time.perf_counter() - loop_started - eval_seconds
     bar.close()
     history.train_seconds = train_seconds  # the same sum, in the loop's order
     history.chars_per_s = history.steps * per_batch / max(train_seconds, 1e-9)

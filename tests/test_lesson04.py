@@ -3,6 +3,7 @@ checkpoint and the benchmark's output format."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import subprocess
@@ -20,12 +21,16 @@ from helpers.char_training import (
     MODEL_CONFIG,
     TrainConfig,
     _lr_factor,
+    bf16_available,
     bits_per_char,
+    cpu_info,
     evaluate,
     lesson_checkpoint_path,
     load_checkpoint,
+    make_optimizer,
     plot_history,
     read_checkpoint,
+    resolve_precision,
     save_checkpoint,
     train,
 )
@@ -748,6 +753,106 @@ def test_train_refuses_a_step_that_keeps_the_graph(ns):
         train(model, data, data, ns["get_batches"], None, config, progress=False)
 
 
+def _small_run(ns, shakespeare, steps=12, **config):
+    """A 32-unit CharRNN (dropout on, so torch's random stream matters) and its TrainConfig."""
+    torch.manual_seed(1)
+    model = ns["CharRNN"](len(shakespeare.vocab), hidden_size=32, dropout=0.3)
+    settings = {"batch_size": 4, "seq_length": 16, "max_steps": steps, "precision": "fp32"}
+    return model, TrainConfig(**{**settings, **config})
+
+
+def test_train_computes_what_a_plain_loop_computes(ns, shakespeare):
+    """train adds nothing to the learner's step: the same losses and weights as a bare loop.
+
+    The plain loop is written here from train's documented contract: seed, AdamW from
+    make_optimizer, a zero state, the batches of the first epoch in order, the learning rate of
+    the warm-up + cosine schedule set before each step. Validation and the progress bar in
+    between must not change a thing.
+    """
+    data = shakespeare.train[:20_000]
+    model, config = _small_run(ns, shakespeare, eval_every=5, eval_chars=2_000, warmup_steps=4)
+    reference = copy.deepcopy(model)
+    history = train(
+        model, data, shakespeare.val, ns["get_batches"], ns["train_step"], config, progress=True
+    )
+
+    torch.manual_seed(config.seed)
+    optimizer = make_optimizer(reference, config)
+    hidden = reference.init_hidden(config.batch_size)
+    losses = []
+    reference.train()
+    batches = ns["get_batches"](data, config.batch_size, config.seq_length)
+    for step, (x, y) in zip(range(config.max_steps), batches, strict=False):
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * _lr_factor(step, step / config.max_steps, config)
+        loss, hidden = ns["train_step"](
+            reference, optimizer, torch.as_tensor(x), torch.as_tensor(y), hidden, config.clip_norm
+        )
+        losses.append(loss)
+
+    assert history.steps == 12 and history.epochs == 1  # all 12 in the first pass
+    np.testing.assert_allclose(history.train_loss, losses, rtol=1e-5, atol=1e-6)
+    for (name, got), want in zip(
+        model.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(
+            got, want, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}"
+        )
+    assert history.val_steps == [5, 10, 12]
+    assert history.precision == "fp32" and history.loop_seconds > 0
+
+
+def test_precision_is_checked_and_falls_back_to_float32(ns, shakespeare, monkeypatch):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(max_steps=1, precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("half", "cpu")
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert not bf16_available("meta")
+
+    def flags_without_bf16():
+        info = cpu_info()
+        info["cpu_flags"] = dict.fromkeys(info["cpu_flags"], False)
+        return info
+
+    monkeypatch.setattr(helpers.char_training, "cpu_info", flags_without_bf16)
+    assert not bf16_available("cpu") and resolve_precision("auto", "cpu") == "fp32"
+    data = shakespeare.train[:20_000]
+    runs = {}
+    for precision in ("auto", "fp32"):
+        model, config = _small_run(ns, shakespeare, steps=4, precision=precision)
+        runs[precision] = train(
+            model, data, data, ns["get_batches"], ns["train_step"], config, progress=False
+        )
+    assert runs["auto"].precision == "fp32"
+    assert runs["auto"].train_loss == runs["fp32"].train_loss
+
+
+def test_bf16_runs_the_step_under_autocast_and_keeps_float32_weights(ns, shakespeare):
+    if not bf16_available("cpu"):
+        pytest.skip(f"this CPU has no native bf16: {cpu_info()}")
+    assert resolve_precision("auto", "cpu") == "bf16"
+    data = shakespeare.train[:20_000]
+    seen, runs, models = {}, {}, {}
+
+    def watched(model, optimizer, x, y, hidden, clip_norm):
+        seen.setdefault(config.precision, set()).add(torch.is_autocast_enabled("cpu"))
+        return ns["train_step"](model, optimizer, x, y, hidden, clip_norm)
+
+    for precision in ("fp32", "auto"):
+        model, config = _small_run(ns, shakespeare, steps=20, precision=precision)
+        runs[precision] = train(
+            model, data, data, ns["get_batches"], watched, config, progress=False
+        )
+        models[precision] = model
+    assert seen == {"fp32": {False}, "auto": {True}}, seen
+    assert runs["auto"].precision == "bf16"
+    assert runs["auto"].train_loss != runs["fp32"].train_loss  # bf16 really computed
+    assert abs(runs["auto"].train_loss[-1] - runs["fp32"].train_loss[-1]) < 0.05
+    assert all(p.dtype == torch.float32 for p in models["auto"].parameters())
+    assert not torch.is_autocast_enabled("cpu")  # nothing leaks out of train
+
+
 def test_helpers_hold_no_train_step():
     """The training step is the learner's exercise: the lesson's helper module has none."""
     names = set(vars(helpers.char_training))
@@ -833,6 +938,8 @@ def test_benchmark_prints_json_last(tmp_path):
             "--val-chars",
             "3000",
             "--no-progress",
+            "--bare-steps",
+            "3",
             "--out",
             str(out),
         ],
@@ -846,4 +953,7 @@ def test_benchmark_prints_json_last(tmp_path):
     for key in ("corpus", "budget_s", "steps", "chars_per_s", "val_stream", "val_win64"):
         assert key in last, key
     assert last["corpus"] == "tinyshakespeare" and last["steps"] == 2
+    assert last["precision"] in ("bf16", "fp32") and last["step_ms_bare"] > 0
+    assert last["loop_vs_bare"] == pytest.approx(last["step_ms_bare"] / last["step_ms_loop"], 0.01)
+    assert set(last["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"} and last["cpu"]
     assert json.loads(out.read_text()) == last
