@@ -72,6 +72,40 @@ UDACITY_TRAINING = {
 }
 
 
+#: The model for a time budget (``--model budget``, the default with ``--preset course``):
+#: ``(fewest passes, model)`` pairs, the largest first; a run that the lesson's model would
+#: read fewer passes over the training text in than every threshold keeps ``MODEL_CONFIG``.
+#: Passes = budget x the lesson model's measured bare-step rate x characters per batch / training
+#: characters. Derived from this script's runs on both ends (README, "A model for the budget"):
+#: at about 5 passes the 1 x 384 model is limited by its updates and a bigger one, slower per
+#: update, is no better; at 18-22 it over-fits, and a wider model with more dropout wins.
+BUDGET_MODELS = ((12.0, {"hidden_size": 512, "num_layers": 1, "dropout": 0.5}),)
+
+
+def expected_passes(budget_s: float, step_ms: float, config: TrainConfig, train_chars: int):
+    """Passes over ``train_chars`` characters that ``budget_s`` seconds of ``step_ms`` steps of
+    ``config.batch_size x config.seq_length`` characters read."""
+    if not (budget_s > 0 and step_ms > 0 and train_chars > 0):
+        raise ValueError(
+            "expected_passes needs a positive budget, step time and training length, got "
+            f"{budget_s}, {step_ms}, {train_chars}"
+        )
+    steps = budget_s * 1000 / step_ms
+    return steps * config.batch_size * config.seq_length / train_chars
+
+
+def model_for_budget(passes: float) -> dict:
+    """The model (``CharRNN``'s keyword arguments) for a run of ``passes`` passes of the
+    lesson's model over the training text: ``BUDGET_MODELS``' first whose threshold it reaches,
+    else ``MODEL_CONFIG``."""
+    if not passes >= 0:
+        raise ValueError(f"passes must be a number >= 0, got {passes!r}")
+    for fewest, model in BUDGET_MODELS:
+        if passes >= fewest:
+            return dict(model)
+    return dict(MODEL_CONFIG)
+
+
 #: What the benchmark takes from the solution notebook.
 DEFINITIONS = ("CharRNN", "get_batches", "train_step")
 
@@ -91,16 +125,19 @@ def lesson_definitions(path: Path = SOLUTION):
     return tuple(namespace[name] for name in DEFINITIONS)
 
 
-def bare_step_ms(model, get_batches, train_step, data, config, precision, steps: int = 60) -> float:
+def bare_step_ms(
+    model, get_batches, train_step, data, config, precision, steps: int = 60, seconds: float = 10.0
+) -> float:
     """Median milliseconds of one bare ``train_step`` of a copy of ``model`` on a fixed batch.
 
     Forward, loss, backward, clipping and the AdamW step, in ``precision``; no data loading,
-    schedule, checks or logging. ``min(5, steps)`` untimed warm-up steps come first. ``model``
-    itself and torch's random state are left as they were (a deep copy is trained).
+    schedule, checks or logging. Untimed warm-up steps come first (``min(5, steps)``, fewer if
+    they take over 2 s); then ``steps`` timed ones, stopping early after ``seconds`` (at least
+    3, or ``steps`` if fewer), so a big model's measurement stays short. ``model`` itself and
+    torch's random state are left as they were (a deep copy is trained).
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    warmup = min(5, steps)
+    if steps < 1 or not seconds > 0:
+        raise ValueError(f"steps must be >= 1 and seconds > 0, got {steps} and {seconds}")
     clone = copy.deepcopy(model).train()
     optimizer = make_optimizer(clone, config)
     x, y = next(iter(get_batches(data, config.batch_size, config.seq_length)))
@@ -108,15 +145,30 @@ def bare_step_ms(model, get_batches, train_step, data, config, precision, steps:
     x = torch.as_tensor(x, dtype=torch.long, device=device)
     y = torch.as_tensor(y, dtype=torch.long, device=device)
     hidden = clone.init_hidden(config.batch_size)
-    rng_state = torch.get_rng_state()
-    times = []
-    with precision_context(precision, device):
-        for i in range(warmup + steps):
-            started = time.perf_counter()
+    forked = [device] if device.type == "cuda" else []
+
+    def step() -> float:
+        nonlocal hidden
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        # One autocast region per step, as in train: leaving it drops autocast's cache of bf16
+        # weight copies, which would otherwise go stale after the optimizer's step.
+        with precision_context(precision, device):
             _, hidden = train_step(clone, optimizer, x, y, hidden, config.clip_norm)
-            if i >= warmup:
-                times.append(time.perf_counter() - started)
-    torch.set_rng_state(rng_state)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - started
+
+    times = []
+    with torch.random.fork_rng(devices=forked):
+        warmup = 0.0
+        for _ in range(min(5, steps)):
+            warmup += step()
+            if warmup > 2.0:
+                break
+        while len(times) < steps and (sum(times) < seconds or len(times) < min(3, steps)):
+            times.append(step())
     return 1000 * float(np.median(times))
 
 
@@ -143,6 +195,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "Udacity's RNN lesson",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model",
+        choices=("budget", "lesson"),
+        default="budget",
+        help="with --preset course and a time budget: budget (default) picks the model from the "
+        "budget and the measured step rate (BUDGET_MODELS); lesson always trains MODEL_CONFIG",
+    )
     parser.add_argument("--hidden-size", type=int, default=None, help="override the preset's")
     parser.add_argument("--num-layers", type=int, default=None, help="override the preset's")
     parser.add_argument("--dropout", type=float, default=None, help="override the preset's")
@@ -244,10 +303,30 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)  # for training and evaluation alike
-    helpers.seed_everything(args.seed)
     device = helpers.get_device()
-    model = CharRNN(len(corpus.vocab), **model_config).to(device)
+    precision = resolve_precision(config.precision, device)
+
+    def build(model_config):
+        helpers.seed_everything(args.seed)  # the same model and draws as a run without the rule
+        model = CharRNN(len(corpus.vocab), **model_config).to(device)
+        step_ms = bare_step_ms(
+            model, get_batches, train_step, corpus.train, config, precision, args.bare_steps
+        )
+        print(f"model {model_config}: bare step ({precision}) {step_ms:.2f} ms", flush=True)
+        return model, step_ms
+
     load_before = os.getloadavg()
+    model, step_ms_bare = build(model_config)
+    rule = None
+    overridden = any(getattr(args, n) is not None for n in ("hidden_size", "num_layers", "dropout"))
+    if args.preset == "course" and budget and args.model == "budget" and not overridden:
+        passes = expected_passes(budget, step_ms_bare, config, len(corpus.train))
+        chosen = model_for_budget(passes)
+        rule = {"passes_expected": round(passes, 2), "scaled": chosen != model_config}
+        print(f"budget rule: {passes:.1f} passes of the lesson's model -> {chosen}", flush=True)
+        if chosen != model_config:
+            model_config = chosen
+            model, step_ms_bare = build(model_config)
     print(
         f"char_lstm benchmark: {args.corpus} ({len(corpus.train):,} train / "
         f"{len(corpus.val):,} validation characters), preset {args.preset}, model "
@@ -256,11 +335,6 @@ def run(args: argparse.Namespace) -> dict:
         flush=True,
     )
     print(f"config: {config}", flush=True)
-    precision = resolve_precision(config.precision, device)
-    step_ms_bare = bare_step_ms(
-        model, get_batches, train_step, corpus.train, config, precision, args.bare_steps
-    )
-    print(f"bare step ({precision}): {step_ms_bare:.2f} ms", flush=True)
     history = train(
         model,
         corpus.train,
@@ -276,6 +350,13 @@ def run(args: argparse.Namespace) -> dict:
     val_stream = evaluate(model, corpus.val, "stream", max_chars=args.val_chars)
     val_win64 = evaluate(model, corpus.val, "win64", max_chars=args.val_chars)
     eval_seconds = time.perf_counter() - started
+    # The bare step again, on the trained model: a machine's speed drifts over minutes, so the
+    # loop is compared with the mean of the two.
+    step_ms_bare_before = step_ms_bare
+    step_ms_bare_after = bare_step_ms(
+        model, get_batches, train_step, corpus.train, config, precision, args.bare_steps
+    )
+    step_ms_bare = (step_ms_bare_before + step_ms_bare_after) / 2
     step_ms_loop = 1000 * history.loop_seconds / max(history.steps, 1)
 
     result = {
@@ -299,9 +380,11 @@ def run(args: argparse.Namespace) -> dict:
         "eval_s": round(eval_seconds, 1),
         "precision": history.precision,
         "step_ms_bare": round(step_ms_bare, 2),
+        "step_ms_bare_before_after": [round(step_ms_bare_before, 2), round(step_ms_bare_after, 2)],
         "step_ms_loop": round(step_ms_loop, 2),
         "loop_vs_bare": round(step_ms_bare / step_ms_loop, 3),
         "model": model_config,
+        "budget_rule": rule,
         "config": config_dict(config),
         "device": str(device),
         "threads": torch.get_num_threads(),

@@ -927,33 +927,69 @@ def test_notebook_samples_from_model_and_vocab(ns):
 # ----------------------------------------------------------------------------- benchmark
 
 
-def test_benchmark_prints_json_last(tmp_path):
-    out = tmp_path / "result.json"
+def _benchmark_module():
+    """benchmarks/char_lstm.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "char_lstm_benchmark", ROOT / "benchmarks" / "char_lstm.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_budget_rule_scales_the_model_only_past_its_threshold():
+    bench = _benchmark_module()
+    config = TrainConfig(max_steps=1)  # 16 x 64 = 1,024 characters a step
+    # 100 s of 50 ms steps: 2,000 steps, 2,048,000 characters, 2 passes over 1,024,000.
+    assert bench.expected_passes(100, 50, config, 1_024_000) == pytest.approx(2.0)
+    threshold, scaled = bench.BUDGET_MODELS[0]
+    assert bench.model_for_budget(0) == MODEL_CONFIG
+    assert bench.model_for_budget(threshold - 0.01) == MODEL_CONFIG
+    assert bench.model_for_budget(threshold) == scaled != MODEL_CONFIG
+    assert scaled["hidden_size"] > MODEL_CONFIG["hidden_size"]
+    assert scaled["dropout"] > MODEL_CONFIG["dropout"]
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="passes"):
+            bench.model_for_budget(bad)
+    with pytest.raises(ValueError, match="positive"):
+        bench.expected_passes(100, 0, config, 1_000)
+
+
+def test_benchmark_compare_runs_both_presets_for_one_budget(tmp_path):
+    """--compare: the lesson's model (through the budget rule) then Udacity's, the ratios as the
+    last line (JSON), and each run's full result in its own file."""
+    out = tmp_path / "cmp.json"
+    args = ["--compare", "--budget-seconds", "1", "--val-chars", "2000", "--bare-steps", "1"]
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "char_lstm.py"),
-            "--max-steps",
-            "2",
-            "--val-chars",
-            "3000",
-            "--no-progress",
-            "--bare-steps",
-            "3",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / "char_lstm.py"), *args, "--no-progress"]
+        + ["--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    last = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("corpus", "budget_s", "steps", "chars_per_s", "val_stream", "val_win64"):
-        assert key in last, key
-    assert last["corpus"] == "tinyshakespeare" and last["steps"] == 2
-    assert last["precision"] in ("bf16", "fp32") and last["step_ms_bare"] > 0
-    assert last["loop_vs_bare"] == pytest.approx(last["step_ms_bare"] / last["step_ms_loop"], 0.01)
-    assert set(last["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"} and last["cpu"]
-    assert json.loads(out.read_text()) == last
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    course, udacity = summary["course"], summary["udacity"]
+    assert course["preset"] == "course" and udacity["preset"] == "udacity"
+    assert course["budget_s"] == udacity["budget_s"] == 1.0
+    # One second is far below the rule's threshold: the lesson's own model.
+    assert course["model"] == MODEL_CONFIG and course["budget_rule"]["scaled"] is False
+    for key in ("corpus", "budget_s", "steps", "chars_per_s", "val_stream", "val_win64", "cpu"):
+        assert course[key], key
+    assert course["corpus"] == "tinyshakespeare" and course["steps"] >= 1
+    assert course["precision"] in ("bf16", "fp32") and course["step_ms_bare"] > 0
+    before, after = course["step_ms_bare_before_after"]
+    assert course["step_ms_bare"] == pytest.approx((before + after) / 2, abs=0.01)
+    assert course["loop_vs_bare"] == pytest.approx(
+        course["step_ms_bare"] / course["step_ms_loop"], 0.01
+    )
+    assert set(course["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    assert 0 <= course["budget_rule"]["passes_expected"] < 1
+    assert udacity["budget_rule"] is None and udacity["config"]["batch_size"] == 128
+    for key in ("val_stream", "steps", "chars_per_s"):
+        assert summary["ratio"][key] == pytest.approx(course[key] / udacity[key], abs=1e-3)
+    assert json.loads((tmp_path / "cmp-course.json").read_text()) == course
+    assert json.loads((tmp_path / "cmp-udacity.json").read_text()) == udacity
