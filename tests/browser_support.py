@@ -100,6 +100,44 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def run_in_kernel(page, code: str, what: str = "the kernel") -> str:
+    """Run ``code`` in the open notebook's kernel (nothing added to the notebook, no execution
+    count) and return what it printed, and the name and message of any error."""
+    return page.evaluate(
+        f"""async ([code, ms]) => {{
+          const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+          let out = '';
+          const future = kernel.requestExecute({{code, silent: false, store_history: false}});
+          future.onIOPub = msg => {{
+            if (msg.header.msg_type === 'stream') out += msg.content.text;
+            if (msg.header.msg_type === 'error') out += msg.content.ename + msg.content.evalue;
+          }};
+          await ({WITHIN_JS})(future.done, {json.dumps(what)}, ms);
+          return out;
+        }}""",
+        [code, OPEN_TIMEOUT * 1000],
+    )
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float) -> None:
+    """Terminate ``process`` if it runs, and kill it after ``timeout`` seconds."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of the log at ``path``, or ``(no log)``."""
+    try:
+        return "\n".join(path.read_text().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 class LabServer:
     """``jupyter lab`` on 127.0.0.1:<random port> with a random token, rooted in ``course``."""
 
@@ -180,19 +218,10 @@ class LabServer:
         )
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def url(self, path: str) -> str:
         sep = "&" if "?" in path else "?"
@@ -343,20 +372,7 @@ def _probe_kernel(page) -> dict:
         "print(_j.dumps({'COURSE_FAST': _o.environ.get('COURSE_FAST'), "
         "'prefix': _s.prefix, 'backend': _m.get_backend()}))"
     )
-    text = page.evaluate(
-        f"""async ([code, ms]) => {{
-          const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-          let out = '';
-          const future = kernel.requestExecute({{code, silent: false, store_history: false}});
-          future.onIOPub = msg => {{
-            if (msg.header.msg_type === 'stream') out += msg.content.text;
-            if (msg.header.msg_type === 'error') out += msg.content.ename + msg.content.evalue;
-          }};
-          await ({WITHIN_JS})(future.done, 'the kernel probe', ms);
-          return out;
-        }}""",
-        [code, OPEN_TIMEOUT * 1000],
-    )
+    text = run_in_kernel(page, code, "the kernel probe")
     try:
         return json.loads(text.strip().splitlines()[-1])
     except (ValueError, IndexError):

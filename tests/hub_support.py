@@ -42,6 +42,9 @@ from browser_support import (
     _run_all_from_menu,
     _wait_open,
     chromium_available,
+    log_tail,
+    run_in_kernel,
+    stop_process,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,13 +136,7 @@ class Hub:
 
     def stop(self) -> None:
         """Stop the hub (and the proxy it started); the users' servers keep running."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=30)
 
     def restart(self) -> None:
         self.stop()
@@ -166,10 +163,7 @@ class Hub:
         shutil.rmtree(self.state, ignore_errors=True)
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     # --- the instructor, from a terminal ---
 
@@ -432,20 +426,7 @@ class Student:
 
     def kernel(self, code: str) -> str:
         """Run ``code`` in the open notebook's kernel (nothing added to the notebook)."""
-        return self.page.evaluate(
-            f"""async ([code, ms]) => {{
-              const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-              let out = '';
-              const future = kernel.requestExecute({{code, silent: false, store_history: false}});
-              future.onIOPub = msg => {{
-                if (msg.header.msg_type === 'stream') out += msg.content.text;
-                if (msg.header.msg_type === 'error') out += msg.content.ename + msg.content.evalue;
-              }};
-              await ({WITHIN_JS})(future.done, 'the kernel', ms);
-              return out;
-            }}""",
-            [code, OPEN_TIMEOUT * 1000],
-        )
+        return run_in_kernel(self.page, code)
 
     def reload(self) -> None:
         """Load JupyterLab again (after the hub's restart): no new login may be asked."""

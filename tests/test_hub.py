@@ -220,15 +220,20 @@ def _thread(name, target, *args) -> threading.Thread:
     return thread
 
 
+def _raise_first_error(phases: Phases, hub: Hub, when: str = "") -> None:
+    """Fail with the first student's error (if any), the screenshots' folder and the hub's log."""
+    if phases.errors:
+        name, exc = next(iter(phases.errors.items()))
+        raise AssertionError(
+            f"{name} failed{when}: {exc!r}\nscreenshots: {ARTIFACTS}\n"
+            f"JupyterHub's log:\n{hub.log_tail()}"
+        ) from exc
+
+
 def _until(event: threading.Event, phases: Phases, what: str, hub: Hub) -> None:
     deadline = time.monotonic() + PHASE_TIMEOUT
     while not event.wait(1):
-        if phases.errors:
-            name, exc = next(iter(phases.errors.items()))
-            raise AssertionError(
-                f"{name} failed before {what}: {exc!r}\nscreenshots: {ARTIFACTS}\n"
-                f"JupyterHub's log:\n{hub.log_tail()}"
-            ) from exc
+        _raise_first_error(phases, hub, f" before {what}")
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {PHASE_TIMEOUT} s")
 
@@ -278,12 +283,7 @@ def klass():
         phases.feedback.set()
         for thread in threads:
             thread.join(timeout=PHASE_TIMEOUT)
-        if phases.errors:
-            name, exc = next(iter(phases.errors.items()))
-            raise AssertionError(
-                f"{name} failed: {exc!r}\nscreenshots: {ARTIFACTS}\n"
-                f"JupyterHub's log:\n{hub.log_tail()}"
-            ) from exc
+        _raise_first_error(phases, hub)
         timings["feedback"] = time.perf_counter() - started
         (ARTIFACTS / "timings.json").write_text(
             json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1) + "\n"
