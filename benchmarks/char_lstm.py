@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import io
 import json
 import os
@@ -110,6 +111,7 @@ def model_for_budget(passes: float) -> dict:
 DEFINITIONS = ("CharRNN", "get_batches", "train_step")
 
 
+@functools.cache  # --compare's two runs load the notebook once
 def lesson_definitions(path: Path = SOLUTION):
     """``CharRNN``, ``get_batches`` and ``train_step`` from the solution notebook (its training
     cells skipped).

@@ -22,6 +22,25 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 _LOADED: dict[Path, object] = {}
 
+#: The test files that take minutes (they grade a corpus or a class, or drive Chromium), longest
+#: first. They are collected first, so that make test's two workers (pytest-xdist, --dist
+#: loadfile, which hands out files in collection order) start with them and end together;
+#: every other file keeps its place after them. Only the schedule depends on this list.
+LONGEST_FIRST = (
+    "test_hostile_grading.py",
+    "test_grading_resume.py",
+    "test_hub.py",
+    "test_browser.py",
+    "test_autograde.py",
+    "test_exchange.py",
+    "test_merge.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: same order within
+
 
 def loaded(path: Path):
     """``helpers.load_notebook(path)``, cached for the whole session."""
