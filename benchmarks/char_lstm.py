@@ -287,10 +287,12 @@ def run(args: argparse.Namespace) -> dict:
     """One benchmark run: the bare step, training for the budget, validation; the result."""
     CharRNN, get_batches, train_step = lesson_definitions()
     corpus = load_corpus(args.corpus)
-    model_config = dict(MODEL_CONFIG if args.preset == "course" else UDACITY_MODEL)
-    for name in ("hidden_size", "num_layers", "dropout"):
-        if getattr(args, name) is not None:
-            model_config[name] = getattr(args, name)
+    overrides = {
+        name: getattr(args, name)
+        for name in ("hidden_size", "num_layers", "dropout")
+        if getattr(args, name) is not None
+    }
+    model_config = {**(MODEL_CONFIG if args.preset == "course" else UDACITY_MODEL), **overrides}
     training = {} if args.preset == "course" else dict(UDACITY_TRAINING)
     budget = None if args.max_steps else args.budget_seconds
     config = replace(
@@ -320,8 +322,7 @@ def run(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()
     model, step_ms_bare = build(model_config)
     rule = None
-    overridden = any(getattr(args, n) is not None for n in ("hidden_size", "num_layers", "dropout"))
-    if args.preset == "course" and budget and args.model == "budget" and not overridden:
+    if args.preset == "course" and budget and args.model == "budget" and not overrides:
         passes = expected_passes(budget, step_ms_bare, config, len(corpus.train))
         chosen = model_for_budget(passes)
         rule = {"passes_expected": round(passes, 2), "scaled": chosen != model_config}

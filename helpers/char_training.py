@@ -106,10 +106,14 @@ def bf16_available(device) -> bool:
     return supported and (flags["avx512_bf16"] or flags["amx_bf16"])
 
 
-def resolve_precision(precision: str, device) -> str:
-    """``"bf16"`` or ``"fp32"``: what ``precision`` (one of ``PRECISIONS``) means on ``device``."""
+def _check_precision(precision) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def resolve_precision(precision: str, device) -> str:
+    """``"bf16"`` or ``"fp32"``: what ``precision`` (one of ``PRECISIONS``) means on ``device``."""
+    _check_precision(precision)
     if precision == "auto":
         return "bf16" if bf16_available(device) else "fp32"
     return precision
@@ -167,8 +171,7 @@ class TrainConfig:
     precision: str = "auto"
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        _check_precision(self.precision)
         for name in ("batch_size", "seq_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
