@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,12 +21,15 @@ from helpers.grading.common import (
     grading_dir,
     in_shard,
     nbgrader,
+    printable,
     register_lessons,
     released,
+    remove_tree,
     submissions,
 )
 from helpers.grading.record import print_summary, record, write_reasons, write_reasons_csv
 from helpers.grading.session import Run
+from helpers.grading.stage import Staged
 
 
 def autograde(
@@ -52,7 +54,8 @@ def autograde(
     found = {k: v for k, v in found.items() if v}
     known = set(course.lesson_ids(root))
     for lesson in sorted(set(found) - known):
-        print(f"skipped {lesson}: not a lesson of this course ({', '.join(found.pop(lesson))})")
+        names = printable(", ".join(found.pop(lesson)))
+        print(f"skipped {printable(lesson)}: not a lesson of this course ({names})")
     if not found:
         submitted = course_folder(root, "submitted")
         where = f" in shard {shard[0]}/{shard[1]}" if shard else ""
@@ -67,8 +70,7 @@ def autograde(
         print(f"  {len(skipped)} unchanged since they were graded: skipped (--force regrades them)")
     if cut_off:
         print(f"  {len(cut_off)} whose grading was cut off by an earlier run: graded again")
-    if target.staged.exists():
-        shutil.rmtree(target.staged)  # an earlier run's copies
+    remove_tree(target.staged)  # an earlier run's copies
     if not todo:
         print(f"everything is up to date; reasons: {target.folder / 'reasons.csv'}")
         return 0
@@ -81,7 +83,10 @@ def autograde(
     results: list[dict] = []
 
     def done(item: pool.Item, info, graded: bool, log: str) -> None:
-        result = record(target, info, graded, run.describe())
+        try:
+            result = record(target, info, graded, run.describe())
+        except Exception as exc:  # this submission only: 0 with the reason, the run goes on
+            result = _grader_error(target, info, exc, run.describe())
         result["fingerprint"] = item.fingerprint
         write_reasons(root, item.lesson, [result], folder=target.folder, csv=False)
         pool.marker(target, item.lesson, item.student).unlink(missing_ok=True)
@@ -104,6 +109,26 @@ def autograde(
     )
     print(f"reasons: {target.folder / 'reasons.csv'}")
     return 0
+
+
+def _grader_error(target: Target, info, exc: Exception, sandbox_words: str) -> dict:
+    """The result of a submission whose recording failed: 0, with the reason, in the gradebook
+    when it can still be written there (as a rejected submission), else in the reasons only."""
+    reason = f"grader error: {type(exc).__name__}: {printable(str(exc))[:200]}"
+    failed = Staged(info.student, info.lesson, notes=list(info.notes), rejected=reason)
+    try:
+        return record(target, failed, False, sandbox_words)
+    except Exception:
+        return {
+            "student": info.student,
+            "lesson": info.lesson,
+            "status": "rejected",
+            "score": 0.0,
+            "max_score": 0.0,
+            "notes": [*failed.notes, reason],
+            "cells": [],
+            "sandbox": sandbox_words,
+        }
 
 
 def default_jobs(memory_mb: int) -> int:
@@ -174,6 +199,20 @@ def release_feedback(root: Path, only: list[str] | None = None) -> int:
     return 0
 
 
+def _per_lesson(parser, flag: str, values: list[str]) -> tuple[int | None, dict[str, int]]:
+    """(SECONDS for every lesson or None, {LESSON: SECONDS}) from ``flag``'s values."""
+    every, per_lesson = None, {}
+    for value in values:
+        lesson, _, seconds = value.rpartition("=")
+        if not seconds.isdigit():
+            parser.error(f"{flag} takes SECONDS or LESSON=SECONDS, got {value!r}")
+        if lesson:
+            per_lesson[lesson] = int(seconds)
+        else:
+            every = int(seconds)
+    return every, per_lesson
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m helpers.grading",
@@ -237,6 +276,27 @@ def main(argv: list[str] | None = None) -> int:
         default=int(env("COURSE_GRADING_MAX_OUTPUTS", "200")),
         help="outputs (prints, plots) a cell may produce before the rest is dropped",
     )
+    group.add_argument(
+        "--max-output-kb",
+        type=int,
+        default=int(env("COURSE_GRADING_MAX_OUTPUT_KB", "2000")),
+        help="what a cell may add to the notebook (text, images, metadata, tracebacks) before "
+        "the rest is dropped, in kB (default 2000)",
+    )
+    group.add_argument(
+        "--max-notebook-output-kb",
+        type=int,
+        default=int(env("COURSE_GRADING_MAX_NOTEBOOK_OUTPUT_KB", "10000")),
+        help="what all the cells of a notebook may add together, in kB (default 10000)",
+    )
+    group.add_argument(
+        "--notebook-timeout",
+        action="append",
+        default=[t for t in env("COURSE_GRADING_NOTEBOOK_TIMEOUT", "").split(",") if t],
+        metavar="SECONDS or LESSON=SECONDS",
+        help="wall-clock seconds for a whole notebook, for every lesson or one (repeatable; "
+        "default: 15 minutes or 3 times the cell limit, whichever is longer)",
+    )
     jobs = int(env("COURSE_GRADING_JOBS", "0")) or default_jobs(
         int(env("COURSE_GRADING_MEMORY_MB", limits.memory_mb))
     )
@@ -266,15 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](root, args.lesson)
     if args.command != "autograde":
         return commands[args.command](root)
-    timeout, lesson_timeouts = None, {}
-    for value in args.timeout:
-        lesson, _, seconds = value.rpartition("=")
-        if not seconds.isdigit():
-            parser.error(f"--timeout takes SECONDS or LESSON=SECONDS, got {value!r}")
-        if lesson:
-            lesson_timeouts[lesson] = int(seconds)
-        else:
-            timeout = int(seconds)
+    timeout, lesson_timeouts = _per_lesson(parser, "--timeout", args.timeout)
+    notebook_timeout, lesson_notebook_timeouts = _per_lesson(
+        parser, "--notebook-timeout", args.notebook_timeout
+    )
     settings = Settings(
         timeout=timeout,
         lesson_timeouts=lesson_timeouts,
@@ -289,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         max_notebook_mb=args.max_notebook_mb,
         jobs=args.jobs,
         max_outputs=args.max_outputs,
+        max_output_kb=args.max_output_kb,
+        max_notebook_output_kb=args.max_notebook_output_kb,
+        notebook_timeout=notebook_timeout,
+        lesson_notebook_timeouts=lesson_notebook_timeouts,
     )
     shard = None
     if args.shard:

@@ -3,10 +3,14 @@ with nbgrader's own :class:`~nbgrader.coursedir.CourseDirectory`) and running nb
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -26,6 +30,99 @@ AUTOGRADE_PREPROCESSORS = [
 ]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MB = 1024 * 1024
+NOTEBOOK_TIMEOUT = 900  # seconds: the default wall-clock limit of a whole notebook, at least
+MAX_DEPTH = 32  # folder levels of a submission that are read (deeper ones are ignored)
+MAX_ENTRIES = 5000  # files and folders of a submission that are read (the rest are ignored)
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print and write as UTF-8: undecodable bytes of file names (surrogates)
+    and control characters written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove the folder ``path`` whatever it holds: Python's own rmtree recurses once per
+    level and fails on a tree a notebook made thousands of levels deep; ``rm -rf`` does not."""
+    if not os.path.lexists(path):
+        return
+    try:
+        shutil.rmtree(path)
+        return
+    except (RecursionError, OSError):
+        pass
+    subprocess.run(["rm", "-rf", "--", os.fspath(path)], check=False, capture_output=True)
+    if os.path.lexists(path):
+        raise OSError(f"could not remove {printable(os.fspath(path))}")
+
+
+def walk(
+    folder: Path, max_depth: int = MAX_DEPTH, max_entries: int = MAX_ENTRIES
+) -> Iterator[tuple[str, str, os.stat_result | None]]:
+    """(kind, relative path, stat) of what is under ``folder``, sorted, never following links.
+
+    kind: ``file``, ``dir``, ``link``, ``special`` (FIFO, socket, device: never opened),
+    ``unreadable`` (a folder that cannot be listed), ``too-deep`` (a folder deeper than
+    ``max_depth``, not entered) or ``too-many`` (the last entry: more than ``max_entries``).
+    Iterative, so a tree of any depth cannot exhaust Python's stack; ``.ipynb_checkpoints`` is
+    skipped.
+    """
+    stack: list[tuple[str, int]] = [("", 0)]
+    seen = 0
+    while stack:
+        rel, depth = stack.pop()
+        try:
+            with os.scandir(os.path.join(folder, rel) if rel else folder) as it:
+                entries = sorted(it, key=lambda e: os.fsencode(e.name))
+        except OSError:
+            yield "unreadable", rel, None
+            continue
+        below = []
+        for entry in entries:
+            if entry.name == ".ipynb_checkpoints":
+                continue
+            seen += 1
+            if seen > max_entries:
+                yield "too-many", rel, None
+                return
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                yield "unreadable", path, None
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                yield "link", path, info
+            elif stat.S_ISDIR(info.st_mode):
+                yield "dir", path, info
+                if depth + 1 >= max_depth:
+                    yield "too-deep", path, info
+                else:
+                    below.append((path, depth + 1))
+            elif stat.S_ISREG(info.st_mode):
+                yield "file", path, info
+            else:
+                yield "special", path, info
+        stack.extend(reversed(below))
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of the regular file ``path``: never a link, FIFO or device (a
+    FIFO would block the grader), whatever the file became since it was listed."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{printable(os.fspath(path))} is not a regular file")
+    return fd
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` + 1 of them."""
+    fd = open_regular(path)
+    with contextlib.closing(os.fdopen(fd, "rb")) as fh:
+        return fh.read(limit + 1)
 
 
 @dataclass
@@ -40,6 +137,33 @@ class Settings:
     max_files_mb: int = 20  # other files copied with a submission, in total
     jobs: int = 1  # nbgrader processes grading at the same time
     max_outputs: int = 200  # outputs a cell may produce before the rest is dropped
+    # everything a cell may add to the notebook (text, data, metadata, tracebacks), in kB
+    max_output_kb: int = 2000
+    # everything all cells of a notebook may add together, in kB
+    max_notebook_output_kb: int = 10000
+    # seconds for a whole notebook; None: 15 minutes or 3 cell limits, whichever is longer
+    notebook_timeout: int | None = None
+    lesson_notebook_timeouts: dict[str, int] = field(default_factory=dict)  # lesson -> seconds
+
+    def cell_timeout(self, lesson: str) -> int | None:
+        """Seconds per cell for ``lesson`` (None: nbgrader_config.py's Execute.timeout)."""
+        return self.lesson_timeouts.get(lesson, self.timeout)
+
+    def notebook_seconds(self, lesson: str, config_timeout: int = 120) -> int:
+        """The wall-clock limit for one whole notebook of ``lesson``, in seconds."""
+        chosen = self.lesson_notebook_timeouts.get(lesson, self.notebook_timeout)
+        if chosen is not None:
+            return chosen
+        return max(NOTEBOOK_TIMEOUT, 3 * (self.cell_timeout(lesson) or config_timeout))
+
+    def executor(self, lesson: str) -> dict:
+        """The output caps and the notebook's time limit, as HardenedExecute settings."""
+        return {
+            "max_outputs": self.max_outputs,
+            "max_output_bytes": self.max_output_kb * 1000,
+            "max_notebook_output_bytes": self.max_notebook_output_kb * 1000,
+            "notebook_timeout": self.notebook_seconds(lesson),
+        }
 
 
 @cache
@@ -200,9 +324,23 @@ def submissions(root: Path) -> dict[str, list[str]]:
     if not submitted.is_dir():
         return found
     for student in sorted(p for p in submitted.iterdir() if p.is_dir() and not p.is_symlink()):
-        for lesson in sorted(p for p in student.iterdir() if p.is_dir() and not p.is_symlink()):
-            found.setdefault(lesson.name, []).append(student.name)
+        if not _plain(student.name):
+            print(f"skipped {printable(str(student))}: a folder name that is not plain text")
+            continue
+        try:
+            lessons = sorted(p for p in student.iterdir() if p.is_dir() and not p.is_symlink())
+        except OSError as exc:
+            print(f"skipped {printable(str(student))}: {exc.strerror}")
+            continue
+        for lesson in lessons:
+            if _plain(lesson.name):
+                found.setdefault(lesson.name, []).append(student.name)
     return found
+
+
+def _plain(name: str) -> bool:
+    """A name nbgrader's gradebook can hold: printable UTF-8 text."""
+    return name.isprintable()
 
 
 def scores(root: Path) -> list[tuple[str, str, float, float]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import signal
+import time
 from pathlib import Path
 
 from jupyter_core.utils import run_sync
@@ -32,6 +33,54 @@ from nbgrader.utils import is_grade, is_solution
 from traitlets import Enum, Integer, Unicode
 
 TRUNCATED = "[the grader truncated this cell's output: over {limit}]"
+KEPT_ERROR = 2000  # characters of an error's value (and of its traceback) kept past the caps
+
+
+class NotebookTimeout(Exception):
+    """The notebook ran past its wall-clock limit (raised inside nbclient's cell loop)."""
+
+
+def content_size(value, limit: int) -> int:
+    """The bytes ``value`` (a message's content, parsed JSON) takes in a notebook file, counted
+    up to just past ``limit``: every string, key and number, at any depth (iteratively: a
+    deeply nested value cannot exhaust Python's stack)."""
+    from json.encoder import encode_basestring
+
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(encode_basestring(item).encode("utf-8", "surrogatepass"))
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                total += len(str(key)) + 4
+                stack.append(inner)
+        elif isinstance(item, (list, tuple)):
+            total += 2 + len(item)
+            stack.extend(item)
+        elif isinstance(item, (bytes, bytearray)):
+            total += 2 * len(item)
+        else:
+            total += 8
+    return total
+
+
+def _clip(value, limit: int) -> str:
+    text = value if isinstance(value, str) else str(type(value).__name__)
+    return text if len(text) <= limit else text[:limit] + " [...]"
+
+
+def bounded_error(content: dict) -> dict:
+    """An error's ename, evalue and traceback, cut to a few kB (the end of the traceback kept:
+    it names the exception)."""
+    lines = content.get("traceback")
+    lines = [x for x in lines[-200:] if isinstance(x, str)] if isinstance(lines, list) else []
+    tail = "\n".join(lines)
+    if len(tail) > KEPT_ERROR:
+        tail = "[...] " + tail[-KEPT_ERROR:]
+    ename = _clip(content.get("ename"), 200) or "Error"
+    evalue = _clip(content.get("evalue"), KEPT_ERROR)
+    return {**content, "ename": ename, "evalue": evalue, "traceback": [tail] if tail else []}
 
 
 def error_output(ename: str, evalue: str) -> NotebookNode:
@@ -115,7 +164,18 @@ class HardenedExecute(Execute):
     """nbgrader's Execute that scores what ran, whatever the kernel does (see module doc)."""
 
     max_output_bytes = Integer(
-        2_000_000, help="Text and data a cell may output before the rest is dropped."
+        2_000_000,
+        help="Bytes a cell may add to the notebook (text, data, metadata, tracebacks, display "
+        "updates, widget messages) before the rest is dropped.",
+    ).tag(config=True)
+    max_notebook_output_bytes = Integer(
+        10_000_000,
+        help="Bytes all the cells of a notebook may add together before the rest is dropped.",
+    ).tag(config=True)
+    notebook_timeout = Integer(
+        900,
+        help="Wall-clock seconds for the whole notebook (0: none); past it the running cell's "
+        "kernel is stopped and every later cell gets an error that says why.",
     ).tag(config=True)
     max_outputs = Integer(200, help="Outputs a cell may produce before the rest is dropped.").tag(
         config=True
@@ -137,6 +197,8 @@ class HardenedExecute(Execute):
 
     def preprocess(self, nb, resources=None, km=None):
         self._stopped = None
+        self._notebook_bytes = 0
+        self._deadline = time.monotonic() + self.notebook_timeout if self.notebook_timeout else None
         self._restore = ""
         info = (resources or {}).get("nbgrader", {})
         if self.source_root and info:
@@ -149,39 +211,154 @@ class HardenedExecute(Execute):
 
     # -- output caps -------------------------------------------------------------------------
 
-    def output(self, outs, msg, display_id, cell_index):
-        content = msg.get("content", {})
-        size = len(content.get("text", "") or "")
-        for value in (content.get("data") or {}).values():
-            size += len(value) if isinstance(value, str) else len(str(value))
+    # Everything a cell adds to the notebook passes through output(), _update_display_id(),
+    # handle_comm_msg() (widgets) or on_cell_executed() (the reply's error): each counts it
+    # against the cell's and the notebook's caps before it is kept.
+
+    def _fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit this cell's and the notebook's caps (then counted)."""
+        if (
+            self._truncated
+            or self._cell_bytes + size > self.max_output_bytes
+            or self._notebook_bytes + size > self.max_notebook_output_bytes
+        ):
+            return False
         self._cell_bytes += size
+        self._notebook_bytes += size
+        return True
+
+    def output(self, outs, msg, display_id, cell_index):
+        content = msg.get("content") or {}
+        size = content_size(content, self.max_output_bytes)
         self._cell_outputs += 1
-        over = self._cell_bytes > self.max_output_bytes or self._cell_outputs > self.max_outputs
-        if not over:
+        if self._cell_outputs <= self.max_outputs and self._fits(size):
             return super().output(outs, msg, display_id, cell_index)
-        limit = f"{self.max_output_bytes // 1000} kB or {self.max_outputs} outputs"
         if not self._truncated:
             self._truncated = True
+            limit = (
+                f"{self.max_output_bytes // 1000} kB or {self.max_outputs} outputs a cell, "
+                f"{self.max_notebook_output_bytes // 1000} kB a notebook"
+            )
             outs.append(
                 NotebookNode(
                     output_type="stream", name="stdout", text="\n" + TRUNCATED.format(limit=limit)
                 )
             )
+        # what makes a cell fail is kept, cut short: an error (or stderr) stays one
+        if msg["msg_type"] == "error" and not self._kept_error:
+            self._kept_error = True
+            kept = bounded_error(content)
+            kept["traceback"] = [*kept["traceback"], TRUNCATED.format(limit="the output caps")]
+            outs.append(error_output(kept["ename"], kept["evalue"]))
+            outs[-1].traceback = kept["traceback"]
         is_stderr = msg["msg_type"] == "stream" and content.get("name") == "stderr"
         if is_stderr and not self._kept_stderr:
             self._kept_stderr = True
-            outs.append(
-                NotebookNode(
-                    output_type="stream", name="stderr", text=content.get("text", "")[:2000]
-                )
-            )
+            text = content.get("text")
+            text = text[:KEPT_ERROR] if isinstance(text, str) else "(output to stderr)"
+            outs.append(NotebookNode(output_type="stream", name="stderr", text=text))
         return None
+
+    def clear_output(self, outs, msg, cell_index):
+        """Past the caps a cell cannot clear its outputs: the note and a kept error stay."""
+        if self._truncated:
+            return None
+        return super().clear_output(outs, msg, cell_index)
+
+    def _update_display_id(self, display_id, msg):
+        """An update replaces the outputs shown under ``display_id`` (in this cell and earlier
+        ones): it costs its size once for every output it replaces."""
+        shown = sum(len(v) for v in self._display_id_map.get(display_id, {}).values())
+        size = content_size(msg.get("content") or {}, self.max_output_bytes)
+        if shown and not self._fits(size * shown):
+            self.log.warning("dropped a display update over the output caps")
+            return None
+        return super()._update_display_id(display_id, msg)
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Widget messages (their state is kept with the notebook) count against the caps."""
+        if not self._fits(content_size(msg.get("content") or {}, self.max_output_bytes)):
+            return None
+        return super().handle_comm_msg(outs, msg, cell_index)
+
+    def on_cell_executed(self, **kwargs):
+        """nbgrader adds the reply's error when no error output has its name: cut it short."""
+        reply = kwargs.get("execute_reply") or {}
+        content = reply.get("content") or {}
+        if content.get("status") == "error":
+            kwargs["execute_reply"] = {**reply, "content": bounded_error(content)}
+        return super().on_cell_executed(**kwargs)
 
     # -- the cell loop -------------------------------------------------------------------------
 
     async def _async_handle_timeout(self, timeout, cell=None):
+        if self._deadline_bound:  # the notebook's time is up, not the cell's
+            raise NotebookTimeout()
         self._cell_timed_out = True  # the cell ran past its time limit (nbclient interrupts it)
         return await super()._async_handle_timeout(timeout, cell)
+
+    # -- the notebook's wall-clock limit ------------------------------------------------------
+
+    _deadline: float | None = None
+    _deadline_bound = False
+    _stop_reason: str | None = None
+    # the output caps' state (reset for each cell run in the kernel, _notebook_bytes for each
+    # notebook)
+    _cell_bytes = _notebook_bytes = _cell_outputs = 0
+    _truncated = _kept_stderr = _kept_error = False
+
+    @property
+    def _stopped(self) -> str | None:
+        """Why the remaining cells are not run (None: they are): set when the kernel died or was
+        stopped, and once the notebook is past its wall-clock limit."""
+        if self._stop_reason is None and self._deadline and time.monotonic() > self._deadline:
+            self._stop_reason = f"not run: {self._notebook_reason()}"
+        return self._stop_reason
+
+    @_stopped.setter
+    def _stopped(self, reason: str | None) -> None:
+        self._stop_reason = reason
+
+    def _notebook_reason(self) -> str:
+        return (
+            f"the notebook ran past its {self.notebook_timeout} s wall-clock limit (all its "
+            "cells together), so the grader stopped it"
+        )
+
+    def _get_timeout(self, cell):
+        """A cell's time limit, cut to what is left of the notebook's."""
+        timeout = super()._get_timeout(cell)
+        self._deadline_bound = False
+        if cell is None or not self._deadline:
+            return timeout
+        left = max(1, int(self._deadline - time.monotonic() + 0.999))
+        if timeout is None or left < timeout:
+            self._deadline_bound = True
+            return left
+        return timeout
+
+    def execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        """nbclient's execute_cell, stopped at the notebook's wall-clock limit, and never failing
+        the whole notebook on a message the grader cannot read."""
+        try:
+            return run_sync(self.async_execute_cell)(
+                cell, cell_index, execution_count=execution_count, store_history=store_history
+            )
+        except NotebookTimeout:
+            reason = self._notebook_reason()
+            ename = "NotebookTimeoutError"
+        except (DeadKernelError, CellTimeoutError):
+            raise
+        except Exception as exc:  # a garbled or deeply nested message from the kernel
+            reason = (
+                f"the grader could not read this cell's output ({type(exc).__name__}), so it "
+                "stopped the kernel"
+            )
+            ename = "GraderError"
+        self._stop_kernel()
+        cell.outputs.append(error_output(ename, reason))
+        self._stopped = f"not run: {reason} in an earlier cell"
+        return cell
 
     def _silent(self, code: str) -> dict | None:
         """Run ``code`` in the kernel without recording anything; the reply, or None.
@@ -259,6 +436,7 @@ class HardenedExecute(Execute):
         self._cell_outputs = 0
         self._truncated = False
         self._kept_stderr = False
+        self._kept_error = False
         try:
             cell, resources = super().preprocess_cell(cell, resources, index)
         except DeadKernelError:

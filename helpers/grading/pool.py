@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import selectors
-import shutil
 import subprocess
 import sys
 import time
@@ -34,7 +33,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.grading.common import Settings, Target, course_folder
+from helpers.grading.common import (
+    MB,
+    Settings,
+    Target,
+    course_folder,
+    open_regular,
+    printable,
+    remove_tree,
+    walk,
+)
 from helpers.grading.record import reasons_of
 from helpers.grading.session import Run
 from helpers.grading.stage import Staged, stage
@@ -49,18 +57,35 @@ class Item:
     fingerprint: str
 
 
+#: Files larger than this are fingerprinted by size and modification time, not read (a
+#: notebook this large is rejected, other files are not copied).
+HASH_LIMIT = 64 * MB
+
+
 def _hash_tree(digest, folder: Path) -> None:
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if ".ipynb_checkpoints" in path.parts:
-            continue
-        if path.is_symlink():
-            digest.update(f"link {rel} -> {os.readlink(path)}\n".encode())
-        elif path.is_file():
-            digest.update(f"file {rel} {path.stat().st_size}\n".encode())
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
+    """Add what ``folder`` holds to ``digest``: every entry's kind and name, and the bytes of
+    regular files (never following links, never opening FIFOs or devices, at most a few levels
+    deep: :func:`helpers.grading.common.walk`)."""
+    for kind, rel, info in walk(folder):
+        name = os.fsencode(rel)
+        if kind == "file":
+            digest.update(b"file %s %d\n" % (name, info.st_size))
+            if info.st_size > HASH_LIMIT:
+                digest.update(b"large %d\n" % info.st_mtime_ns)
+                continue
+            try:
+                with os.fdopen(open_regular(folder / rel), "rb") as fh:
+                    for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                        digest.update(block)
+            except OSError as exc:
+                digest.update(b"unreadable %s %s\n" % (name, str(exc.errno).encode()))
+        elif kind == "link":
+            try:
+                digest.update(b"link %s -> %s\n" % (name, os.fsencode(os.readlink(folder / rel))))
+            except OSError:
+                digest.update(b"link %s\n" % name)
+        elif kind != "dir":
+            digest.update(b"%s %s\n" % (kind.encode(), name))
 
 
 def lesson_digest(target: Target, lesson: str, settings: Settings):
@@ -79,6 +104,7 @@ def lesson_digest(target: Target, lesson: str, settings: Settings):
                 settings.max_notebook_mb,
                 settings.max_files_mb,
                 settings.max_outputs,
+                settings.executor(lesson),
             ]
         ).encode()
     )
@@ -89,7 +115,10 @@ def fingerprint(root: Path, lesson_hash, lesson: str, student: str) -> str:
     """A hash of everything a grade depends on: ``lesson_hash`` (:func:`lesson_digest`) and the
     submission's files."""
     digest = lesson_hash.copy()
-    _hash_tree(digest, course_folder(root, "submitted") / student / lesson)
+    try:
+        _hash_tree(digest, course_folder(root, "submitted") / student / lesson)
+    except Exception as exc:  # cannot be fingerprinted: graded every time (staging says why)
+        return f"unreadable:{type(exc).__name__}:{time.time()}"
     return digest.hexdigest()
 
 
@@ -225,13 +254,13 @@ def _move_into_place(source: Path, dest: Path) -> None:
     half-written: it is the old folder, missing, or the new one)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     for left in dest.parent.glob(f".{dest.name}.old-*"):  # a run killed right here
-        shutil.rmtree(left)
+        remove_tree(left)
     old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
     if dest.exists():
         os.rename(dest, old)
     os.rename(source, dest)
     if old.exists():
-        shutil.rmtree(old)
+        remove_tree(old)  # a notebook may have left a folder thousands of levels deep
 
 
 def grade(
@@ -258,22 +287,42 @@ def grade(
         selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
         return worker
 
+    def report(item: Item, info: Staged, graded: bool, log: str) -> None:
+        """``done``, which must never stop the run: a failure costs this submission only."""
+        try:
+            done(item, info, graded, log)
+        except Exception as exc:
+            failed = Staged(item.student, item.lesson, job=info.job)
+            failed.notes = list(info.notes)
+            failed.rejected = f"grader error: {type(exc).__name__}: {printable(str(exc))[:200]}"
+            try:
+                done(item, failed, False, log)
+            except Exception as again:
+                print(
+                    f"grader error for {printable(item.student)}/{item.lesson}: {again!r}",
+                    file=sys.stderr,
+                )
+
     def dispatch(worker: _Worker) -> None:
         """Give ``worker`` the next runnable submission (rejected ones are recorded here)."""
         while queue:
             item = queue.pop()
             info = stage(root, item.lesson, item.student, settings, worker.job, target)
-            flag = marker(target, item.lesson, item.student)
-            flag.parent.mkdir(parents=True, exist_ok=True)
-            flag.touch()
+            try:
+                flag = marker(target, item.lesson, item.student)
+                flag.parent.mkdir(parents=True, exist_ok=True)
+                flag.touch()
+                if not info.rejected:
+                    out = target.staged / f"job{worker.job}-autograded" / item.student / item.lesson
+                    remove_tree(out)
+                    config = run.nbgrader_config(settings, worker.job, item.lesson, target)
+                    config.setdefault("HardenedExecute", {}).update(settings.executor(item.lesson))
+            except Exception as exc:
+                info.rejected = f"grader error: {type(exc).__name__}: {printable(str(exc))[:200]}"
             if info.rejected:
-                done(item, info, False, "")
+                report(item, info, False, "")
                 continue
-            out = target.staged / f"job{worker.job}-autograded" / item.student / item.lesson
-            if out.exists():
-                shutil.rmtree(out)
             worker.item, worker.staged = item, info
-            config = run.nbgrader_config(settings, worker.job, item.lesson, target)
             worker.send({"lesson": item.lesson, "student": item.student, "config": config})
             return
         worker.item = worker.staged = None
@@ -283,19 +332,25 @@ def grade(
         worker.item = worker.staged = None
         if item is None:
             return
+        graded = False
         if answer is None:
             code = worker.process.poll()
             log = f"the grading process died (exit code {code}) while grading this notebook"
-            graded = False
         else:
-            log = answer.get("log", "")
+            log = str(answer.get("log", ""))
             out = target.staged / f"job{worker.job}-autograded" / item.student / item.lesson
-            graded = bool(answer.get("success")) and (out / f"{item.lesson}.ipynb").is_file()
-            if graded:
-                _move_into_place(out, target.autograded / item.student / item.lesson)
-        (logs / item.lesson).mkdir(exist_ok=True)
-        (logs / item.lesson / f"{item.student}.log").write_text(log)
-        done(item, info, graded, log)
+            try:
+                if answer.get("success") and (out / f"{item.lesson}.ipynb").is_file():
+                    _move_into_place(out, target.autograded / item.student / item.lesson)
+                    graded = True
+            except Exception as exc:
+                log += f"\ngrader error: the autograded folder could not be put in place: {exc!r}"
+        try:
+            (logs / item.lesson).mkdir(exist_ok=True)
+            (logs / item.lesson / f"{item.student}.log").write_text(log, errors="backslashreplace")
+        except OSError:
+            pass
+        report(item, info, graded, log)
 
     try:
         for job in range(min(run.jobs, len(items))):
@@ -311,7 +366,10 @@ def grade(
                     worker.buffer += chunk
                     while b"\n" in worker.buffer:
                         line, worker.buffer = worker.buffer.split(b"\n", 1)
-                        answer = json.loads(line)
+                        try:
+                            answer = json.loads(line)
+                        except ValueError:
+                            answer = {"success": False, "log": "a garbled answer from the worker"}
                         if not answer.get("ready"):
                             finish(worker, answer)
                         worker.ready = True

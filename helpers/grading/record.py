@@ -6,14 +6,20 @@ import csv as csv_module
 import io
 import json
 import os
-import shutil
 from functools import cache
 from pathlib import Path
 
-from helpers.grading.common import ANSI, Target, grading_dir
+from helpers.grading.common import ANSI, Target, grading_dir, printable, remove_tree
 from helpers.grading.stage import Staged
 
-GRADER_ERRORS = ("NotRun", "DeadKernelError", "KernelStopped", "CellTimeoutError", "GraderError")
+GRADER_ERRORS = (
+    "NotRun",
+    "DeadKernelError",
+    "KernelStopped",
+    "NotebookTimeoutError",
+    "CellTimeoutError",
+    "GraderError",
+)
 
 
 def _cell_reason(cell) -> str | None:
@@ -99,7 +105,7 @@ def record(target: Target, info: Staged, graded: bool, sandbox: str) -> dict:
                 stale.append(target.feedback / student / lesson)
             for folder in stale:
                 if folder.exists():  # from an earlier run: must not be handed back
-                    shutil.rmtree(folder)
+                    remove_tree(folder)
         gb.update_or_create_student(student)
         try:
             sub = gb.find_submission(lesson, student)
@@ -176,7 +182,7 @@ def record(target: Target, info: Staged, graded: bool, sandbox: str) -> dict:
 def _write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that a kill leaves the old file or the new, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, errors="backslashreplace")
     os.replace(tmp, path)
 
 
@@ -233,9 +239,10 @@ def print_summary(results: list[dict]) -> None:
             first = f"[{r['status']}] {r['notes'][-1]}"
         elif lost:
             first = f"{lost[0]['cell']}: {lost[0]['reason']}"
-        print(f"{r['student'][:24]:24} {r['lesson'][:20]:20} {score:>9}  {first[:110]}")
+        student = printable(r["student"])[:24]
+        print(f"{student:24} {r['lesson'][:20]:20} {score:>9}  {printable(first)[:110]}")
         rest = lost[1:] if r["status"] == "graded" else []
         for c in rest:
-            print(f"{'':56}{c['cell']}: {str(c['reason'])[:100]}")
+            print(f"{'':56}{c['cell']}: {printable(str(c['reason']))[:100]}")
         if r["status"] == "graded" and r["notes"]:
-            print(f"{'':56}notes: {'; '.join(r['notes'])[:100]}")
+            print(f"{'':56}notes: {printable('; '.join(r['notes']))[:100]}")

@@ -5,11 +5,24 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.grading.common import MB, Settings, Target, course_folder
+from helpers.grading.common import (
+    MB,
+    Settings,
+    Target,
+    course_folder,
+    open_regular,
+    printable,
+    read_regular,
+    remove_tree,
+    walk,
+)
+
+#: Nesting of lists and objects a submitted notebook may have (Jupyter writes fewer than 20).
+MAX_JSON_DEPTH = 200
+MAX_FILES = 200  # other files copied with a submission
 
 
 @dataclass
@@ -47,7 +60,10 @@ def _read_notebook(path: Path, settings: Settings) -> tuple[dict | None, str | N
     """(notebook as a v4 dict, rejection reason, notes) for a submitted file."""
     import nbformat
 
-    size = path.stat().st_size
+    try:
+        size = os.stat(path, follow_symlinks=False).st_size
+    except OSError as exc:
+        return None, f"{path.name} cannot be read ({exc.strerror})", []
     if size > settings.max_notebook_mb * MB:
         return (
             None,
@@ -59,9 +75,16 @@ def _read_notebook(path: Path, settings: Settings) -> tuple[dict | None, str | N
         )
     if size == 0:
         return None, f"{path.name} is an empty file", []
-    raw = path.read_bytes()
+    try:
+        raw = read_regular(path, settings.max_notebook_mb * MB)
+    except OSError as exc:
+        return None, f"{path.name} cannot be read ({exc.strerror or exc})", []
+    if len(raw) > settings.max_notebook_mb * MB:
+        return None, f"{path.name} is over the {settings.max_notebook_mb} MB limit", []
     try:
         data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        return None, _too_deep(path), []
     except (UnicodeDecodeError, ValueError) as exc:
         return (
             None,
@@ -71,6 +94,8 @@ def _read_notebook(path: Path, settings: Settings) -> tuple[dict | None, str | N
         )
     if not isinstance(data, dict):
         return None, f"{path.name} is not a notebook: JSON of type {type(data).__name__}", []
+    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        return None, _too_deep(path), []
     version = data.get("nbformat")
     notes = []
     if version == 3:
@@ -84,6 +109,31 @@ def _read_notebook(path: Path, settings: Settings) -> tuple[dict | None, str | N
     if not isinstance(data.get("cells"), list):
         return None, f"{path.name} is not a notebook: it has no list of cells", []
     return data, None, notes
+
+
+def _too_deep(path: Path) -> str:
+    return (
+        f"{path.name} is not a notebook Jupyter wrote: its JSON is nested over "
+        f"{MAX_JSON_DEPTH} levels deep"
+    )
+
+
+def json_depth(data, limit: int) -> int:
+    """How deep lists and objects nest in ``data`` (parsed JSON), counted up to ``limit`` + 1
+    (iteratively: a deep document cannot exhaust Python's stack)."""
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
+    return deepest
 
 
 def sanitize(data: dict, release: dict) -> tuple[dict, list[str]]:
@@ -173,77 +223,123 @@ def sanitize(data: dict, release: dict) -> tuple[dict, list[str]]:
     return nb, notes
 
 
-def _copy_files(source: Path, dest: Path, settings: Settings, notes: list) -> None:
-    """Copy a submission's other regular files (not notebooks, links or oversized ones)."""
-    total, count = 0, 0
-    for folder, dirs, files in os.walk(source):  # links to folders are not followed
-        dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints")
-        for name in sorted(files):
-            path = Path(folder) / name
-            rel = path.relative_to(source)
-            if path.is_symlink():
-                notes.append(f"ignored link {rel}")
-                continue
-            if not path.is_file() or path.suffix == ".ipynb":
-                continue
-            size = path.stat().st_size
-            if rel.name == "timestamp.txt":
-                from nbgrader.utils import parse_utc
+def _copy_limited(source, dest, limit: int) -> int:
+    """Copy at most ``limit`` bytes (a file that grows while it is copied stays bounded)."""
+    copied = 0
+    while copied < limit:
+        block = source.read(min(1 << 20, limit - copied))
+        if not block:
+            break
+        dest.write(block)
+        copied += len(block)
+    return copied
 
-                try:
-                    parse_utc(path.read_text().strip())
-                except Exception:
-                    notes.append("ignored an unreadable timestamp.txt")
-                    continue
-            if total + size > settings.max_files_mb * MB or count >= 200:
-                notes.append(f"ignored {rel} ({size / MB:.1f} MB): over the limit for files")
+
+def _copy_files(source: Path, dest: Path, settings: Settings, notes: list) -> None:
+    """Copy a submission's other regular files (not notebooks, links, special files or
+    oversized ones; at most ``MAX_FILES``, a few levels deep)."""
+    total, count = 0, 0
+    for kind, rel, info in walk(source):
+        shown = printable(rel)
+        if kind == "link":
+            notes.append(f"ignored link {shown}")
+        elif kind == "special":
+            notes.append(f"ignored {shown}: not a regular file (a FIFO, socket or device)")
+        elif kind == "unreadable":
+            notes.append(f"ignored {shown or 'the folder'}: it cannot be read")
+        elif kind == "too-deep":
+            notes.append(f"ignored what is inside {shown[:200]}: folders nested too deeply")
+        elif kind == "too-many":
+            notes.append("ignored the rest of the folder: too many files")
+        if kind != "file" or rel.endswith(".ipynb"):
+            continue
+        size = info.st_size
+        if rel == "timestamp.txt":
+            from nbgrader.utils import parse_utc
+
+            try:
+                parse_utc(read_regular(source / rel, 1000).decode().strip())
+            except Exception:
+                notes.append("ignored an unreadable timestamp.txt")
                 continue
-            total, count = total + size, count + 1
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+        if total + size > settings.max_files_mb * MB or count >= MAX_FILES:
+            notes.append(f"ignored {shown} ({size / MB:.1f} MB): over the limit for files")
+            continue
+        target = dest / rel
+        try:
+            fd = open_regular(source / rel)
+            with os.fdopen(fd, "rb") as fh:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out:
+                    copied = _copy_limited(fh, out, settings.max_files_mb * MB - total)
+        except OSError as exc:
+            notes.append(f"ignored {shown}: it cannot be copied ({exc.strerror or exc})")
+            continue
+        total, count = total + copied, count + 1
 
 
 def stage(
     root: Path, lesson: str, student: str, settings: Settings, job: int, target: Target
 ) -> Staged:
-    """Write a clean copy of ``student``'s ``lesson`` into ``<target>/staged/job<job>``."""
+    """Write a clean copy of ``student``'s ``lesson`` into ``<target>/staged/job<job>``.
+
+    Never raises: a submission that cannot be read or staged for any reason (nesting that
+    exhausts Python's stack, memory, a file system error) is rejected with the reason."""
+    result = Staged(student, lesson, job=job)
+    try:
+        _stage(root, lesson, student, settings, job, target, result)
+    except Exception as exc:  # RecursionError, MemoryError, OSError, a bug: this one only
+        what = printable(str(exc))[:200]
+        result.rejected = (
+            f"grader error: the submission could not be read ({type(exc).__name__}: {what})"
+        )
+    return result
+
+
+def _stage(
+    root: Path,
+    lesson: str,
+    student: str,
+    settings: Settings,
+    job: int,
+    target: Target,
+    result: Staged,
+) -> None:
     import nbformat
 
-    result = Staged(student, lesson, job=job)
     source = course_folder(root, "submitted") / student / lesson
     dest = target.staged / f"job{job}" / student / lesson
-    if dest.exists():
-        shutil.rmtree(dest)
+    remove_tree(dest)
     expected = f"{lesson}.ipynb"
     notebooks = sorted(
-        p.name
-        for p in source.iterdir()
-        if p.suffix == ".ipynb" and not p.is_symlink() and p.is_file()
+        rel
+        for kind, rel, _ in walk(source, max_depth=1)
+        if kind == "file" and rel.endswith(".ipynb")
     )
     if expected in notebooks:
         chosen = expected
         others = [n for n in notebooks if n != expected]
         if others:
-            result.notes.append(f"ignored other notebooks: {', '.join(others)}")
+            result.notes.append(f"ignored other notebooks: {printable(', '.join(others))}")
     elif len(notebooks) == 1:
         chosen = notebooks[0]
-        result.notes.append(f"graded {chosen} in place of the missing {expected}")
+        result.notes.append(f"graded {printable(chosen)} in place of the missing {expected}")
     else:
-        found = f" (found {', '.join(notebooks)})" if notebooks else ""
+        found = f" (found {printable(', '.join(notebooks))})" if notebooks else ""
         if (source / expected).is_symlink():
             found = f" ({expected} is a link)"
+        elif os.path.lexists(source / expected):
+            found = f" ({expected} is not a regular file)"
         result.rejected = f"no {expected} in the submission{found}"
-        return result
+        return
     data, rejected, notes = _read_notebook(source / chosen, settings)
     result.notes += notes
     if rejected:
-        result.rejected = rejected
-        return result
+        result.rejected = printable(rejected)
+        return
     release = json.loads((target.release / lesson / expected).read_text())
     nb, notes = sanitize(data, release)
-    result.notes += notes
+    result.notes += [printable(n) for n in notes]
     dest.mkdir(parents=True)
     _copy_files(source, dest, settings, result.notes)
     nbformat.write(nb, dest / expected)
-    return result
