@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from helpers.checks import remote
 from helpers.checks.core import (
     Cause,
     CheckFailure,
@@ -24,7 +25,7 @@ F64 = torch.float64
 
 
 def _rnn_case(batch: int, input_size: int, hidden_size: int, seed: int):
-    torch.manual_seed(seed)
+    remote.manual_seed(seed)
     ref = nn.RNNCell(input_size, hidden_size, dtype=F64)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, input_size, generator=g, dtype=F64)
@@ -120,7 +121,7 @@ def _check_rnn_forward(rnn_forward, *, sizes, seed: int) -> None:
     """
     worst = 0.0
     for i, (batch, seq, input_size, hidden_size) in enumerate(sizes):
-        torch.manual_seed(seed + i)
+        remote.manual_seed(seed + i)
         ref = nn.RNN(input_size, hidden_size, batch_first=True, dtype=F64)
         g = torch.Generator().manual_seed(seed + i)
         x = torch.randn(batch, seq, input_size, generator=g, dtype=F64)
@@ -252,7 +253,7 @@ def _check_gru_quiz(gru_quiz_answer, *, cases) -> None:
     """
     for input_size, hidden, layers, batch_first, bidirectional, batch in cases:
         config = (input_size, hidden, layers, batch_first, bidirectional, batch)
-        torch.manual_seed(0)
+        remote.manual_seed(0)
         gru = nn.GRU(
             input_size, hidden, layers, batch_first=batch_first, bidirectional=bidirectional
         )
@@ -653,7 +654,7 @@ def _check_rnn_backward(rnn_backward, *, sizes, seed: int) -> None:
     """
     worst = 0.0
     for i, (batch, seq, input_size, hidden_size) in enumerate(sizes):
-        torch.manual_seed(seed + i)
+        remote.manual_seed(seed + i)
         ref = nn.RNN(input_size, hidden_size, batch_first=True, dtype=F64)
         g = torch.Generator().manual_seed(seed + i)
         x = torch.randn(batch, seq, input_size, generator=g, dtype=F64)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.checks import remote
 from helpers.checks.core import (
     F32_ATOL,
     F32_RTOL,
@@ -355,7 +356,7 @@ def _build(CharRNN, vocab_size, hidden_size, num_layers, dropout):
         num_layers=num_layers,
         dropout=dropout,
     )
-    if not isinstance(model, nn.Module):
+    if not remote.is_module(model):
         fail(name, f"{args} should build an nn.Module, got {type(model).__name__}")
     lstm, fc = getattr(model, "lstm", None), getattr(model, "fc", None)
     if not isinstance(lstm, nn.LSTM) or not isinstance(fc, nn.Linear):
@@ -441,6 +442,17 @@ def _frozen_cause(model, frozen) -> str:
     return "a layer is unused, detached or computed outside autograd (e.g. through NumPy)."
 
 
+def _frozen_parameters(model: nn.Module, x: torch.Tensor, hidden) -> list[str]:
+    """Names of ``model``'s parameters that a training-mode loss does not reach (run beside
+    the model)."""
+    model.train()
+    model.zero_grad()
+    model(x, hidden)[0].sum().backward()
+    return [
+        n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)
+    ]
+
+
 def _check_char_rnn(CharRNN, *, cases, seed: int) -> None:
     """``CharRNN`` equals one-hot -> ``nn.LSTM`` -> ``nn.Linear`` on its own weights.
 
@@ -451,7 +463,7 @@ def _check_char_rnn(CharRNN, *, cases, seed: int) -> None:
     name = "CharRNN"
     worst = 0.0
     for i, (vocab_size, hidden_size, num_layers, batch, seq) in enumerate(cases):
-        torch.manual_seed(seed + i)
+        remote.manual_seed(seed + i)
         model = _build(CharRNN, vocab_size, hidden_size, num_layers, 0.3)
         model.eval()
         hidden0 = call(name, model.init_hidden, batch)
@@ -541,13 +553,7 @@ def _check_char_rnn(CharRNN, *, cases, seed: int) -> None:
                 "apply nn.Dropout(dropout) to the LSTM's output before self.fc.",
             )
         # Every parameter learns.
-        model.zero_grad()
-        a.sum().backward()
-        frozen = [
-            n
-            for n, p in model.named_parameters()
-            if p.grad is None or not bool(p.grad.abs().sum() > 0)
-        ]
+        frozen = remote.probe(_frozen_parameters, model, x, hidden)
         if frozen:
             fail(name, f"no gradient reaches {frozen}", inputs, _frozen_cause(model, frozen))
     report(name, len(cases), worst, "one-hot -> nn.LSTM -> nn.Linear")
@@ -1394,7 +1400,7 @@ def _check_train_step(train_step, *, cases, seed: int) -> None:
 def _train_step_cases(train_step, cases, seed: int) -> None:
     name = "train_step"
     for i, (vocab_size, hidden_size, num_layers, batch, seq) in enumerate(cases):
-        torch.manual_seed(seed + i)
+        remote.manual_seed(seed + i)
         base = _StandInLM(vocab_size, hidden_size, num_layers)
         g = torch.Generator().manual_seed(seed + i)
         x = torch.randint(0, vocab_size, (batch, seq), generator=g)
