@@ -448,3 +448,91 @@ def test_warnings_from_learner_code_are_notes(capsys):
     out, err = capsys.readouterr()
     assert err == ""
     assert "no points lost" in out and "harmless" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 22: the sandbox shows only what grading needs (tests/hostile/sandbox_rows.py).
+
+
+def _printed(nb, grade_id: str, prefix: str) -> str:
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    return next(
+        text[len(prefix) :]
+        for out in cell.outputs
+        if out.get("output_type") == "stream"
+        for text in out["text"].splitlines()
+        if text.startswith(prefix)
+    )
+
+
+def test_sandbox_shows_only_the_allowlist(graded):
+    """Outside the interpreter, the system and the course's helpers/data/images/lessons, the
+    kernel sees only the empty folders above them: no other checkout's solutions, no home
+    folder, nothing of the work tree, the host's /tmp or the course's root."""
+    view = json.loads(_printed(graded["autograded"]["sandbox_view"], "gru_quiz", "SANDBOX_VIEW "))
+    course = graded["course"]
+    roots = [
+        *sandbox.system_paths(),
+        *sandbox.python_paths(),
+        *(str(ROOT / name) for name in ("helpers", "data", "images", "lessons")),
+        "/etc",  # only the few files of SYSTEM_PATHS are there (checked below)
+        sandbox.IPC_INSIDE,
+        sandbox.PRIVATE_INSIDE,
+        "/dev/shm",
+        "/var/tmp",
+    ]
+    skeleton_of = [*roots, str(course / "grading" / "staged")]
+
+    def allowed(path: str) -> bool:
+        p = Path(path)
+        if any(p == Path(r) or Path(r) in p.parents for r in roots):
+            return True
+        return any(p in Path(r).parents for r in skeleton_of)
+
+    assert view["seen"], view
+    leaked = [p for p in view["seen"] if not allowed(p)]
+    assert leaked == [], f"the kernel saw {leaked[:20]}"
+    for path in view["seen"]:
+        parts = Path(path).parts
+        assert "solutions" not in parts and ".git" not in parts, path
+        assert not path.endswith("gradebook.db"), path
+    etc = {Path(p).name for p in view["seen"] if Path(p).parent == Path("/etc")}
+    assert etc <= {Path(p).name for p in sandbox.SYSTEM_PATHS if p.startswith("/etc/")}, etc
+    assert set(view["repo"]) <= {".venv", "helpers", "data", "images", "lessons"}, view["repo"]
+    assert view["course"] == ["grading"], view["course"]
+    if os.geteuid() == 0:
+        assert view["uid"] != 0
+
+
+def test_socket_vandal_cannot_harm_the_next_kernel(tmp_path):
+    """A kernel that fills, squats on and chmods its socket folder, then an honest submission
+    graded next by the same job (one job, students in order): both keep full marks."""
+    mode, _, warnings = sandbox.choose_mode("auto")
+    if mode != "bwrap":
+        if os.environ.get("COURSE_REQUIRE_SANDBOX"):
+            pytest.fail("; ".join(warnings))
+        pytest.skip("needs the bubblewrap sandbox")
+    course = course_copy(tmp_path / "course")
+    by_name = {c.student: c for c in CASES}
+    vandal, honest = by_name["socket_vandal"], by_name["perfect"]
+    order = {"a_socket_vandal": vandal, "b_honest": honest, "c_socket_vandal": vandal}
+    order["d_honest"] = honest
+    for student, case in order.items():
+        write(case, course / "grading" / "submitted" / student / case.lesson)
+    settings = [s for s in SETTINGS if not s.startswith("--jobs")]
+    run_grader(course, "autograde", "--lesson=01_intro_to_rnns", "--jobs=1", *settings)
+    results = _results(course)
+    for student, case in order.items():
+        expected = case.expected_score(points(case.lesson))
+        assert results[student]["score"] == pytest.approx(expected), results[student]
+    nb = nbformat.read(
+        course
+        / "grading"
+        / "autograded"
+        / "a_socket_vandal"
+        / vandal.lesson
+        / f"{vandal.lesson}.ipynb",
+        as_version=4,
+    )
+    done = _printed(nb, "gru_quiz", "SOCKETS ")
+    assert "fill stopped" in done, done  # the socket folder is a small tmpfs

@@ -2,14 +2,23 @@
 
 ``python -m helpers.grading autograde`` points nbgrader at a kernelspec whose command is this file
 (run as a script, so it needs nothing but the standard library). The launcher applies resource
-limits, then starts ipykernel inside bubblewrap (``bwrap``) so that the student's code
+limits, then starts ipykernel inside bubblewrap (``bwrap``) and stays beside it as a watchdog, so
+that the student's code
 
-* sees the course read-only, with the gradebook, the other students' work (everything under
-  ``grading/``), ``solutions/``, the git history and ``$HOME`` hidden;
-* can write only its own graded copy (the kernel's working folder) and a private ``/tmp``;
+* sees only an allowlist, read-only: the interpreter and its packages, the system files they
+  need (``/usr``, a few files of ``/etc``) and the course's ``helpers/``, ``data/``, ``images/``
+  and released ``lessons/``; the course's root exists only as the skeleton of those folders (no
+  ``solutions/``, ``grading/``, ``.git``), and nothing else of the host (``$HOME``, ``/work``,
+  other courses, the host's ``/tmp``) is there at all;
+* can write only its own graded copy (the kernel's working folder, a size-limited tmpfs), a
+  private ``/tmp`` and its socket folder ``/ipc`` (a 1 MB tmpfs of its own, reached by the grader
+  through ``/proc/<pid>/root``: nothing the kernel does there outlives it or reaches the next
+  kernel);
 * has no network, its own process and IPC namespaces, and dies with the grader;
-* is bounded in memory (address space), CPU time, file size and number of processes, and runs as
-  an unprivileged user when the grader is root (``RLIMIT_NPROC`` does not apply to root).
+* is bounded in memory (per process: address space; for the whole kernel: a memory cgroup where
+  the machine allows one, else the watchdog's sum of its processes' memory), CPU time, file size
+  and number of processes, and runs as an unprivileged user when the grader is root
+  (``RLIMIT_NPROC`` does not apply to root).
 
 Without bubblewrap or user namespaces (some containers) the grader falls back to the resource
 limits alone and says so loudly (``mode = "rlimits"``). The sandbox is switched on only by the
@@ -19,12 +28,13 @@ limits alone and says so loudly (``mode = "rlimits"``). The sandbox is switched 
 Traps this file avoids (see the course's NBGRADER_NOTES): TCP between network namespaces does not
 work, so the grader uses ``ipc`` transport with an absolute socket prefix; ipykernel exits at once
 in a new PID namespace unless ``JPY_PARENT_PID`` is unset; jupyter_client interrupts by sending
-SIGINT to the whole process group, so the launcher ignores SIGINT before ``exec`` (ipykernel
-installs its own handler); folders bwrap creates as root are 0700 unless ``--perms 0755``.
+SIGINT to the whole process group, so the launcher and bwrap ignore SIGINT (ipykernel installs its
+own handler); folders bwrap creates as root are 0700 unless ``--perms 0755``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -34,6 +44,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,6 +89,7 @@ class SandboxConfig:
     readonly: list[str] = field(default_factory=list)  # folders the kernel needs to read
     limits: Limits = field(default_factory=Limits)
     uid: int | None = None  # run the kernel as this user (root graders drop to nobody)
+    cgroup: bool = True  # cap the whole kernel's memory with a cgroup where one can be made
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -97,6 +109,45 @@ def python_paths() -> list[str]:
     """Folders the kernel's interpreter needs: the venv and the Python installation behind it."""
     paths = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
     return sorted({os.path.realpath(p) for p in paths})
+
+
+#: Host paths every sandboxed kernel may read: the system's programs and libraries, and the few
+#: files of ``/etc`` that the C library, Python, torch and matplotlib read (``/etc`` itself, with
+#: the host's configuration, is not there). Missing ones are skipped; links (``/bin`` ->
+#: ``usr/bin``) are re-created as links.
+SYSTEM_PATHS = (
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/fonts",
+    "/etc/mime.types",
+    "/etc/matplotlibrc",
+    "/etc/alternatives",
+    # torch's cpuinfo reads the processor lists (it warns on stderr without them)
+    "/sys/devices/system/cpu",
+)
+
+#: Inside the sandbox: the kernel's socket folder (a private tmpfs) and its connection file.
+IPC_INSIDE = "/ipc"
+PRIVATE_INSIDE = "/run/kernel"
+IPC_MB = 1
+
+
+def system_paths() -> list[str]:
+    """The entries of :data:`SYSTEM_PATHS` that exist on this machine."""
+    return [p for p in SYSTEM_PATHS if os.path.lexists(p)]
 
 
 def _bwrap_works(unprivileged: bool) -> tuple[bool, str]:
@@ -246,7 +297,7 @@ def spare_uids(count: int) -> list[int]:
 
 
 def prepare_run_dir(config: SandboxConfig) -> None:
-    """Create the socket folder (writable by the kernel's user) and a matplotlib font cache."""
+    """Create the socket folder (the grader's own) and a matplotlib font cache."""
     ipc = Path(config.ipc_dir)
     ipc.mkdir(parents=True, exist_ok=True)
     template = Path(config.run_dir) / "mpl-template"
@@ -261,14 +312,16 @@ def prepare_run_dir(config: SandboxConfig) -> None:
         check=False,
     )
     os.chmod(config.run_dir, 0o711)
-    os.chmod(ipc, 0o711)
+    os.chmod(ipc, 0o700)
 
 
 def prepare_job(config: SandboxConfig, job: int, uid: int | None) -> SandboxConfig:
     """The config of one parallel job: its own user and its own socket folder.
 
-    Each job's kernels see only their own socket folder, so a kernel cannot even reach the
-    sockets of a notebook graded beside it.
+    The job's folder holds only the grader's links to each kernel's sockets: the kernel never
+    sees it (its sockets lie in a private tmpfs of its own, see :func:`launch`), so a kernel
+    cannot change, fill or squat on it for the next kernel of the job, nor reach the sockets of a
+    notebook graded beside it.
     """
     import copy
 
@@ -276,8 +329,6 @@ def prepare_job(config: SandboxConfig, job: int, uid: int | None) -> SandboxConf
     job_config.uid = uid
     job_config.ipc_dir = os.path.join(config.ipc_dir, f"job{job}")
     os.makedirs(job_config.ipc_dir, exist_ok=True)
-    if uid is not None:
-        os.chown(job_config.ipc_dir, uid, uid)
     os.chmod(job_config.ipc_dir, 0o700)
     return job_config
 
@@ -306,8 +357,10 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
-def apply_limits(limits: Limits, uid: int) -> None:
-    """Set the resource limits of this process (inherited through exec by the kernel)."""
+def apply_limits(limits: Limits, uid: int, nproc: int | None = None) -> None:
+    """Set the resource limits of this process (inherited through exec by the kernel).
+
+    ``nproc``: the process limit (default: the user's tasks now plus ``limits.processes``)."""
 
     def cap(kind, value):
         soft, hard = resource.getrlimit(kind)
@@ -320,7 +373,7 @@ def apply_limits(limits: Limits, uid: int) -> None:
     cap(resource.RLIMIT_FSIZE, limits.file_mb * MB)
     cap(resource.RLIMIT_CORE, 0)
     cap(resource.RLIMIT_NOFILE, limits.open_files)
-    cap(resource.RLIMIT_NPROC, _tasks_of(uid) + limits.processes)
+    cap(resource.RLIMIT_NPROC, nproc if nproc is not None else _tasks_of(uid) + limits.processes)
 
 
 def _depth(path: str) -> int:
@@ -331,69 +384,99 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def _allowlist(config: SandboxConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(binds, links) that make up the sandbox's read-only view of the host.
+
+    ``binds``: (host source, sandbox path) for every allowed path, none inside another (a venv
+    under ``/usr`` is already there). ``links``: (target, sandbox path) for allowed paths that
+    are links to another allowed path (``/bin`` -> ``usr/bin``).
+    """
+    wanted = {os.path.abspath(p) for p in [*system_paths(), *config.readonly] if os.path.lexists(p)}
+    binds: dict[str, str] = {}
+    links: list[tuple[str, str]] = []
+    for path in sorted(wanted, key=_depth):
+        if any(_under(path, other) for other in binds):
+            continue
+        real = os.path.realpath(path)
+        if os.path.islink(path) and any(_under(real, w) for w in wanted if w != path):
+            links.append((os.readlink(path), path))
+        elif os.path.exists(real):
+            binds[path] = real
+    return [(real, path) for path, real in binds.items()], links
+
+
 def bwrap_command(
-    config: SandboxConfig, cwd: str, private: str, inner: list[str], files: dict[str, int]
+    config: SandboxConfig,
+    cwd: str,
+    private: str,
+    inner: list[str],
+    files: dict[str, int],
+    info_fd: int | None = None,
 ) -> list[str]:
     """The bwrap command line that runs ``inner`` in the sandbox described by ``config``.
 
-    ``cwd`` (the graded copy's folder) becomes a private, size-limited tmpfs holding read-only
-    binds of what nbgrader put there: whatever the student's code writes is lost with the
-    kernel and never reaches the grader's disk. ``files`` maps sandbox paths to open file
-    descriptors whose contents are copied in (the matplotlib font cache).
+    The sandbox's root is empty: only the allowlist (:data:`SYSTEM_PATHS` and
+    ``config.readonly``) is bound into it, read-only, with the folders above those paths created
+    empty (the skeleton). ``cwd`` (the graded copy's folder) becomes a private, size-limited
+    tmpfs holding read-only binds of what nbgrader put there: whatever the student's code writes
+    is lost with the kernel and never reaches the grader's disk. ``private`` (the kernel's
+    connection file) is seen at :data:`PRIVATE_INSIDE`, the sockets are made in a private tmpfs at
+    :data:`IPC_INSIDE`. ``files`` maps sandbox paths to open file descriptors whose contents are
+    copied in (the matplotlib font cache). ``config.hide`` and the grader's ``$HOME`` and run
+    folder are hidden (a tmpfs) where they lie inside an allowed folder.
     """
     root = os.geteuid() == 0
     drop = root and config.uid is not None
     home = os.path.realpath(os.environ.get("HOME", "/root"))
     cwd = os.path.realpath(cwd)
-    masks = {"/tmp", "/var/tmp", "/dev/shm", home, os.path.realpath(config.run_dir)}
-    masks |= {os.path.realpath(p) for p in config.hide}
-    readonly = {os.path.realpath(p) for p in config.readonly} | {private}
-    writable = {os.path.realpath(config.ipc_dir)}
-    if drop:
-        # A folder the unprivileged user cannot traverse (e.g. a 0700 /root) is replaced by a
-        # tmpfs in which the needed paths are re-created and bound.
-        for path in readonly | writable | {cwd}:
-            for parent in reversed(Path(path).parents):
-                p = str(parent)
-                if p != "/" and not os.stat(p).st_mode & 0o001:
-                    masks.add(p)
-                    break
-    masks = {m for m in masks if os.path.isdir(m) and m != "/"}
-    ops = [(m, "tmpfs") for m in masks] + [(cwd, "work")]
-    # A needed read-only path under a mask must be bound back; elsewhere `--ro-bind / /` has it.
-    ops += [(p, "ro") for p in readonly if any(_under(p, m) for m in masks | {cwd})]
-    ops += [(p, "rw") for p in writable]
-    ops += [(os.path.join(cwd, name), "ro") for name in sorted(os.listdir(cwd))]
-    order = {"tmpfs": 0, "work": 0, "ro": 1, "rw": 2}
-    ops.sort(key=lambda op: (_depth(op[0]), order[op[1]]))
+    binds, links = _allowlist(config)
+    allowed = [dest for _, dest in binds]
+    masks = {home, os.path.realpath(config.run_dir)} | {os.path.realpath(p) for p in config.hide}
+    masks = {m for m in masks if os.path.isdir(m) and any(_under(m, a) and m != a for a in allowed)}
     size = str(config.limits.tmp_mb * MB)
+    # (sandbox path, kind, host source)
+    ops: list[tuple[str, str, str]] = [(dest, "ro", src) for src, dest in binds]
+    ops += [(path, "link", target) for target, path in links]
+    ops += [(m, "tmpfs", "") for m in masks]
+    ops += [(p, "scratch", "") for p in ("/tmp", "/var/tmp", "/dev/shm")]
+    ops += [(cwd, "work", ""), (IPC_INSIDE, "ipc", ""), (PRIVATE_INSIDE, "ro", private)]
+    ops += [(os.path.join(cwd, name), "ro", os.path.join(cwd, name)) for name in os.listdir(cwd)]
+    order = {"ro": 0, "link": 0, "tmpfs": 1, "scratch": 1, "work": 1, "ipc": 1}
+    ops.sort(key=lambda op: (_depth(op[0]), order[op[1]], op[0]))
 
-    cmd = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev"]
-    cmd += ["--proc", "/proc", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
-    cmd += ["--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--hostname", "grader"]
+    cmd = [shutil.which("bwrap") or "bwrap", "--dev", "/dev", "--proc", "/proc"]
+    cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
+    cmd += ["--unshare-cgroup-try", "--die-with-parent", "--hostname", "grader"]
     if not root:
         cmd.append("--unshare-user")
-    applied: list[tuple[str, str]] = []
-    created: set[str] = set()
-    for path, kind in ops:
-        # the deepest mount already applied above this path decides whether parents must be made
-        above = [(p, k) for p, k in applied if _under(path, p) and p != path]
-        if above:
-            base, base_kind = max(above, key=lambda op: _depth(op[0]))
-            if base_kind in ("tmpfs", "work"):
-                for parent in reversed(Path(path).parents):
-                    d = str(parent)
-                    if _under(d, base) and d != base and d not in created:
-                        cmd += ["--perms", "0755", "--dir", d]
-                        created.add(d)
-        if kind == "tmpfs":
-            perms = "1777" if path in ("/tmp", "/var/tmp", "/dev/shm") else "0755"
-            cmd += ["--perms", perms, "--size", size, "--tmpfs", path]
+    if info_fd is not None:
+        cmd += ["--info-fd", str(info_fd)]
+    binds_done: list[str] = ["/dev", "/proc"]
+    created: set[str] = {"/"}
+    for path, kind, src in ops:
+        # the folders above a mount point: made empty (0755), unless a bind already has them
+        for parent in reversed(Path(path).parents):
+            d = str(parent)
+            if d in created or any(_under(d, b) for b in binds_done):
+                continue
+            cmd += ["--perms", "0755", "--dir", d]
+            created.add(d)
+        if kind == "ro":
+            cmd += ["--ro-bind", src, path]
+            binds_done.append(path)
+        elif kind == "link":
+            cmd += ["--symlink", src, path]
+        elif kind == "scratch":
+            cmd += ["--perms", "1777", "--size", size, "--tmpfs", path]
         elif kind == "work":
             cmd += ["--perms", "0777", "--size", size, "--tmpfs", path]
+        elif kind == "ipc":
+            # sockets only: the kernel (another user when the grader is root) may create
+            # entries, not list them, nor change the folder
+            cmd += ["--perms", "1733", "--size", str(IPC_MB * MB), "--tmpfs", path]
         else:
-            cmd += ["--bind" if kind == "rw" else "--ro-bind", path, path]
-        applied.append((path, kind))
+            cmd += ["--perms", "0755", "--tmpfs", path]
+        created.add(path)
     for folder in sorted({os.path.dirname(p) for p in files}):
         cmd += ["--perms", "0777", "--dir", folder]
     for path, fd in sorted(files.items()):
@@ -430,8 +513,268 @@ def _chown_tree(path: str, uid: int) -> None:
                 os.chown(full, uid, uid)
 
 
+# ----------------------------------------------------------------------------------------------
+# The memory of the whole kernel: a cgroup where the machine lets the grader make one, else the
+# launcher's own sum of its processes' memory.
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_PARENT = "rnn-course-kernels"
+WATCH_S = 0.2
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+class KernelCgroup:
+    """A memory (and process count) cgroup for one kernel: v2, or v1's memory hierarchy.
+
+    Made only where this process may create cgroups (root, or a delegated subtree); ``create``
+    returns None otherwise. The launcher stays outside it; the kernel's processes enter it
+    before ``exec`` (:meth:`enter`).
+    """
+
+    def __init__(self, path: str, version: int, extra: tuple[str, ...] = ()):
+        self.path, self.version, self.extra = path, version, extra
+
+    @classmethod
+    def create(cls, limits: Limits, name: str) -> KernelCgroup | None:
+        for make in (cls._v2, cls._v1):
+            try:
+                group = make(limits, name)
+            except OSError:
+                group = None
+            if group is not None:
+                return group
+        return None
+
+    @staticmethod
+    def _own(controller: str) -> str | None:
+        """This process's cgroup path in ``controller``'s hierarchy ("" for v2)."""
+        for line in _read("/proc/self/cgroup").splitlines():
+            _, names, path = line.split(":", 2)
+            if names.split(",") == [controller] or (controller == "" and names == ""):
+                return path
+        return None
+
+    @classmethod
+    def _v2(cls, limits: Limits, name: str) -> KernelCgroup | None:
+        if not os.path.exists(f"{CGROUP_ROOT}/cgroup.controllers"):
+            return None
+        # A child of the hierarchy's root: the root is the only cgroup that may hold processes
+        # and give controllers to its children at the same time.
+        if "memory" not in _read(f"{CGROUP_ROOT}/cgroup.subtree_control").split():
+            return None
+        parent = f"{CGROUP_ROOT}/{CGROUP_PARENT}"
+        os.makedirs(parent, exist_ok=True)
+        _sweep(parent)
+        _write(f"{parent}/cgroup.subtree_control", "+memory +pids")
+        path = f"{parent}/{name}"
+        os.mkdir(path)
+        group = cls(path, 2)
+        try:
+            _write(f"{path}/memory.max", str(limits.memory_mb * MB))
+            if os.path.exists(f"{path}/memory.swap.max"):
+                _write(f"{path}/memory.swap.max", "0")
+            _write(f"{path}/memory.oom.group", "1")
+            if os.path.exists(f"{path}/pids.max"):
+                _write(f"{path}/pids.max", str(limits.processes + 64))
+        except OSError:
+            group.remove()
+            raise
+        return group
+
+    @classmethod
+    def _v1(cls, limits: Limits, name: str) -> KernelCgroup | None:
+        own = cls._own("memory")
+        base = f"{CGROUP_ROOT}/memory"
+        if own is None or not os.path.isdir(base):
+            return None
+        parent = f"{base}{own.rstrip('/')}/{CGROUP_PARENT}"
+        os.makedirs(parent, exist_ok=True)
+        _sweep(parent)
+        path = f"{parent}/{name}"
+        os.mkdir(path)
+        extra = []
+        try:
+            _write(f"{path}/memory.limit_in_bytes", str(limits.memory_mb * MB))
+            if os.path.exists(f"{path}/memory.memsw.limit_in_bytes"):
+                _write(f"{path}/memory.memsw.limit_in_bytes", str(limits.memory_mb * MB))
+            # at the limit the kernel's processes wait, and the watchdog stops the whole kernel
+            # (rather than the kernel's OOM killer picking one process)
+            _write(f"{path}/memory.oom_control", "1")
+            pids_own = cls._own("pids")
+            pids_base = f"{CGROUP_ROOT}/pids"
+            if pids_own is not None and os.path.isdir(pids_base):
+                with contextlib.suppress(OSError):
+                    pids = f"{pids_base}{pids_own.rstrip('/')}/{CGROUP_PARENT}-{name}"
+                    os.mkdir(pids)
+                    extra.append(pids)
+                    _write(f"{pids}/pids.max", str(limits.processes + 64))
+        except OSError:
+            cls(path, 1, tuple(extra)).remove()
+            raise
+        return cls(path, 1, tuple(extra))
+
+    def enter(self) -> None:
+        """Move the calling process into the cgroup (called in the child before ``exec``)."""
+        for path in (self.path, *self.extra):
+            fd = os.open(f"{path}/cgroup.procs", os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+
+    def out_of_memory(self) -> bool:
+        if self.version == 2:
+            events = dict(line.split() for line in _read(f"{self.path}/memory.events").splitlines())
+            return int(events.get("oom_kill", 0)) + int(events.get("oom_group_kill", 0)) > 0
+        return "under_oom 1" in _read(f"{self.path}/memory.oom_control")
+
+    def used_mb(self) -> int:
+        name = "memory.current" if self.version == 2 else "memory.max_usage_in_bytes"
+        text = _read(f"{self.path}/{name}").strip()
+        return int(text) // MB if text.isdigit() else 0
+
+    def kill(self) -> None:
+        for path in (self.path, *self.extra):
+            if self.version == 2 and os.path.exists(f"{path}/cgroup.kill"):
+                with contextlib.suppress(OSError):
+                    _write(f"{path}/cgroup.kill", "1")
+            for pid in _read(f"{path}/cgroup.procs").split():
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+    def remove(self) -> None:
+        for path in (*self.extra, self.path):
+            for _ in range(50):
+                self.kill()
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def _sweep(parent: str) -> None:
+    """Remove the empty cgroups that killed launchers left behind."""
+    for entry in os.scandir(parent):
+        if entry.is_dir() and not _read(f"{entry.path}/cgroup.procs").strip():
+            with contextlib.suppress(OSError):
+                os.rmdir(entry.path)
+
+
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, for every process of the machine."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        stat = _read(f"/proc/{entry.name}/stat")
+        if not stat:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _tree_of(pid: int) -> list[int]:
+    tree, found, todo = _children(), [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += tree.get(current, [])
+    return found
+
+
+def _tree_mb(pid: int) -> int:
+    """Memory of ``pid`` and its descendants: the sum of their proportional set sizes (a page
+    shared by N processes counts 1/N in each, so forked copies are not counted twice)."""
+    total = 0
+    for p in _tree_of(pid):
+        text = _read(f"/proc/{p}/smaps_rollup")
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+                break
+        else:
+            if not text:  # no smaps_rollup (old kernel): resident memory
+                for line in _read(f"/proc/{p}/status").splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+    return total // 1024
+
+
+def _kill_tree(pid: int) -> None:
+    for p in reversed(_tree_of(pid)):
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel (Linux) to kill this process when the grader that started it dies."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans stay in the tree
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+def _link_sockets(connection: dict, child: int) -> list[str]:
+    """Link the client's socket names (``<ip>-<port>``) to the kernel's private ones.
+
+    The kernel makes its sockets in its own tmpfs; the grader reaches them through
+    ``/proc/<pid>/root`` of a process in the sandbox. Returns the links made.
+    """
+    made = []
+    for key in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+        port = connection[key]
+        link = f"{connection['ip']}-{port}"
+        tmp = f"{link}.new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(f"/proc/{child}/root{IPC_INSIDE}/kernel-{port}", tmp)
+        os.replace(tmp, link)
+        made.append(link)
+    return made
+
+
+def _read_info(fd: int) -> dict:
+    data = b""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+        try:
+            return json.loads(data)
+        except ValueError:
+            continue
+    return json.loads(data) if data else {}
+
+
 def launch(argv: list[str]) -> None:
-    """Start ipykernel with ``argv`` (``-f CONNECTION_FILE ...``), sandboxed when configured."""
+    """Start ipykernel with ``argv`` (``-f CONNECTION_FILE ...``), sandboxed when configured.
+
+    The launcher stays the kernel's parent: it links the sockets, watches the memory of the
+    whole kernel (:class:`KernelCgroup`, or the sum over its processes), stops the kernel when
+    over (its exit status then says SIGKILL, and stderr says why) or when the launcher is asked
+    to stop, and removes what the kernel leaves behind.
+    """
     # The venv's interpreter by its real folder: a venv reached through a symlink under /tmp
     # (a course copy) would be hidden by the sandbox's private /tmp. The file name is kept, not
     # resolved, so that Python still finds the venv's pyvenv.cfg beside it.
@@ -442,29 +785,36 @@ def launch(argv: list[str]) -> None:
     text = os.environ.get(ENV_VAR)
     if not text:  # not grading: an ordinary kernel
         os.execv(sys.executable, inner + argv)
+    _die_with_parent()
     # Plain tracebacks: IPython's default rendering of a deep recursion can take minutes.
     inner.append("--InteractiveShell.xmode=Plain")
     config = SandboxConfig.from_env(text)
     args = list(argv)
     connection = args[args.index("-f") + 1]
+    with open(connection) as fh:
+        info = json.load(fh)
     cwd = os.getcwd()
     # Per-kernel private folder: a copy of the connection file (the original lies in a folder
     # the sandbox hides) and, without bwrap, the kernel's home and matplotlib cache.
     private = os.path.join(config.run_dir, f"kernel-{os.getpid()}")
     os.makedirs(private)
     copy = os.path.join(private, "connection.json")
-    shutil.copy(connection, copy)
-    args[args.index("-f") + 1] = copy
+    sockets = config.mode == "bwrap" and info.get("transport") == "ipc"
+    if sockets:
+        with open(copy, "w") as fh:
+            json.dump(dict(info, ip=f"{IPC_INSIDE}/kernel"), fh)
+        args[args.index("-f") + 1] = f"{PRIVATE_INSIDE}/connection.json"
+    else:
+        shutil.copy(connection, copy)
+        args[args.index("-f") + 1] = copy
     template = os.path.join(config.run_dir, "mpl-template")
     files: dict[str, int] = {}
     if config.mode == "bwrap":
         home, mpl = "/tmp/home", "/tmp/matplotlib"
         for name in os.listdir(template):
             fd = os.open(os.path.join(template, name), os.O_RDONLY)
-            os.set_inheritable(fd, True)
             files[f"{mpl}/{name}"] = fd
         files[f"{home}/.keep"] = os.open(os.devnull, os.O_RDONLY)
-        os.set_inheritable(files[f"{home}/.keep"], True)
     else:
         home, mpl = os.path.join(private, "home"), os.path.join(private, "mpl")
         os.makedirs(home)
@@ -477,19 +827,98 @@ def launch(argv: list[str]) -> None:
             _chown_tree(cwd, config.uid)
     os.chmod(private, 0o700 if config.mode != "bwrap" else 0o755)
     os.chmod(copy, 0o644 if config.mode == "bwrap" else 0o600)
-    if config.mode != "off":
-        apply_limits(config.limits, uid)
-    # jupyter_client interrupts with SIGINT to the whole process group: bwrap and setpriv must
-    # survive it (the kernel itself installs its own handler).
+    # jupyter_client interrupts with SIGINT to the whole process group: the launcher, bwrap and
+    # setpriv must survive it (the kernel itself installs its own handler).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    info_r = info_w = None
     if config.mode == "bwrap":
-        cmd = bwrap_command(config, cwd, private, inner + args, files)
+        info_r, info_w = os.pipe()
+        cmd = bwrap_command(config, cwd, private, inner + args, files, info_w if sockets else None)
     elif config.uid is not None:
         cmd = ["setpriv", f"--reuid={config.uid}", f"--regid={config.uid}", "--clear-groups"]
         cmd += ["--no-new-privs", "--", *inner, *args]
     else:
         cmd = inner + args
-    os.execvpe(cmd[0], cmd, env)
+    group = None
+    nproc = None
+    if config.mode != "off" and config.cgroup:
+        group = KernelCgroup.create(config.limits, f"kernel-{os.getpid()}")
+    if config.mode != "off":
+        nproc = _tasks_of(uid) + config.limits.processes
+
+    def child_setup() -> None:
+        if group is not None:
+            group.enter()
+        if config.mode != "off":
+            apply_limits(config.limits, uid, nproc)
+
+    process = subprocess.Popen(
+        cmd,
+        env=env,
+        pass_fds=[*files.values(), *([info_w] if info_w is not None else [])],
+        preexec_fn=child_setup,
+    )
+    for fd in [*files.values(), *([info_w] if info_w is not None else [])]:
+        os.close(fd)
+    links: list[str] = []
+
+    def stop(signum, frame):
+        _kill_tree(process.pid)
+        if group is not None:
+            group.kill()
+        _clean(private, links, group)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    if sockets and info_r is not None:
+        child = _read_info(info_r).get("child-pid")
+        if child:
+            links = _link_sockets(info, child)
+    if info_r is not None:
+        os.close(info_r)
+    over = None
+    while process.poll() is None:
+        try:
+            process.wait(timeout=WATCH_S)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if config.mode == "off":
+            continue
+        if group is not None:
+            if group.out_of_memory():
+                over = f"the kernel's processes reached {config.limits.memory_mb} MB together"
+        else:
+            used = _tree_mb(process.pid)
+            if used > config.limits.memory_mb:
+                over = f"the kernel's processes held {used} MB together"
+        if over:
+            _kill_tree(process.pid)
+            if group is not None:
+                group.kill()
+            process.wait()
+            break
+    _clean(private, links, group)
+    if over:
+        print(
+            f"course sandbox: memory limit: {over} (limit {config.limits.memory_mb} MB); "
+            "the kernel was stopped",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(128 + signal.SIGKILL)
+    code = process.returncode
+    sys.exit(128 - code if code < 0 else code)
+
+
+def _clean(private: str, links: list[str], group: KernelCgroup | None) -> None:
+    for link in links:
+        with contextlib.suppress(OSError):
+            os.unlink(link)
+    if group is not None:
+        group.remove()
+    shutil.rmtree(private, ignore_errors=True)
 
 
 if __name__ == "__main__":

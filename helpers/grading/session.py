@@ -23,6 +23,14 @@ from helpers.grading.common import (
 )
 
 
+def kernel_folders(repo: Path) -> list[Path]:
+    """The course's folders a sandboxed kernel may read (besides the interpreter and the
+    system): the helpers it imports, the data and images the lessons load, and the released
+    lessons (lesson 04 loads a checkpoint from there). The rest of the repository (solutions,
+    grading, the git history) is not in the sandbox at all."""
+    return [repo / name for name in ("helpers", "data", "images", "lessons")]
+
+
 @dataclass
 class Run:
     """One grading run's sandbox: its private folder, kernelspecs and nbgrader arguments.
@@ -60,7 +68,7 @@ class Run:
             run_dir=run_dir,
             ipc_dir=os.path.join(run_dir, "ipc"),
             hide=[str(p) for p in hide if p.exists()],
-            readonly=[*sandbox.python_paths(), str(repo)],
+            readonly=[*sandbox.python_paths(), *map(str, kernel_folders(repo))],
             limits=settings.limits,
             uid=uid,
         )
