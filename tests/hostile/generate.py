@@ -612,7 +612,8 @@ LESSON01: list[Row] = [
         ),
         lost=cell_fails(),
     ),
-    # every check that calls the learner's code refuses to run on a patched torch
+    # the verdict is decided by the grader's own torch: patching the kernel's changes nothing,
+    # the wrong rnn_cell (and rnn_forward, built on it) fail, every other exercise keeps its points
     Row(
         "patched_allclose",
         "tampering",
@@ -623,15 +624,7 @@ LESSON01: list[Row] = [
             "numpy.allclose = lambda *a, **k: True\n"
             "torch.Tensor.__eq__ = lambda *a, **k: True"
         ),
-        lost={
-            "rnn_cell_check": "replaced",
-            "rnn_forward_check": "replaced",
-            "hidden_state_shape_check": "replaced",
-            "gru_quiz_check": "replaced",
-            "rnn_cell_backward_check": "replaced",
-            "rnn_backward_check": "replaced",
-            "clip_grad_norm_check": "replaced",
-        },
+        lost=cell_fails("differs"),
     ),
     Row(
         "rebind_checks",
@@ -939,14 +932,31 @@ LESSON01: list[Row] = [
     ),
 ]
 
-#: Lesson 01 cases graded a second time: those whose outcome depends on time, signals, limits
-#: or threads, and the controls.
-REPEAT = {row.student for row in LESSON01 if row.repeat}
+#: Modules (tests/hostile/) that add rows to lesson 01's corpus, each its own ``ROWS`` list:
+#: attacks on the verdict, on the sandbox and on the grader's bounds.
+EXTRA_ROW_MODULES = ("hostile.verdict_rows", "hostile.sandbox_rows", "hostile.bounds_rows")
+
+
+def lesson01_rows() -> list[Row]:
+    """``LESSON01`` and the rows of ``EXTRA_ROW_MODULES`` (imported here: they import this
+    module's builders)."""
+    import importlib
+
+    rows = list(LESSON01)
+    for name in EXTRA_ROW_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        rows += module.ROWS
+    return rows
 
 
 def lesson01_cases() -> list[Case]:
     ok = perfect(L1)
-    return [row.case(L1, ok) for row in LESSON01]
+    return [row.case(L1, ok) for row in lesson01_rows()]
 
 
 def generic_cases(lesson: str) -> list[Case]:
@@ -1011,6 +1021,7 @@ def write(case: Case, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in case.files.items():
         path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, Link):
             path.symlink_to(content.target)
         elif isinstance(content, bytes):
@@ -1034,4 +1045,5 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "tests"))  # the row modules import hostile.generate
     main(sys.argv[1] if len(sys.argv) > 1 else "hostile-corpus")
