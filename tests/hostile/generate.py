@@ -944,13 +944,7 @@ def lesson01_rows() -> list[Row]:
 
     rows = list(LESSON01)
     for name in EXTRA_ROW_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        rows += module.ROWS
+        rows += importlib.import_module(name).ROWS
     return rows
 
 
