@@ -13,9 +13,9 @@ threads, and the controls; ``COURSE_HOSTILE_REPEAT=all`` regrades every case (tw
 
 The corpus runs with small limits so that it stays quick: 15 s per cell in lesson 01 (120 s in
 the others, which train), 2 GB of memory, 64 MB files, 32 extra processes, 5 MB notebooks, 50
-outputs per cell. It needs the sandbox (bubblewrap): without it the vandal cases would really
-write into the course, so the test is skipped, or fails when ``COURSE_REQUIRE_SANDBOX`` is set
-(CI sets it).
+outputs and 1 MB per cell, 3 MB of outputs and (lesson 01) 75 s per notebook. It needs the
+sandbox (bubblewrap): without it the vandal cases would really write into the course, so the
+test is skipped, or fails when ``COURSE_REQUIRE_SANDBOX`` is set (CI sets it).
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ SETTINGS = [
     "--max-notebook-mb=5",
     "--max-outputs=50",
     "--jobs=2",
+    # issue 22's bounds: what cells may add (per cell and per notebook), a whole notebook's time
+    "--max-output-kb=1000",
+    "--max-notebook-output-kb=3000",
+    "--notebook-timeout=01_intro_to_rnns=75",
 ]
 INSTRUCTOR_TABLES = (
     "course",
@@ -448,6 +452,46 @@ def test_warnings_from_learner_code_are_notes(capsys):
     out, err = capsys.readouterr()
     assert err == ""
     assert "no points lost" in out and "harmless" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# Bounded by construction (issue 22): whatever a submission prints, what the grader writes stays
+# under a stated size.
+
+NOTEBOOK_OUTPUT_CAP = 3000 * 1000  # --max-notebook-output-kb above
+GRADER_NOTES = 200_000  # the grader's own outputs: truncation notes, kept errors, verdicts
+
+
+def test_autograded_notebooks_are_bounded(graded):
+    """Every autograded notebook is at most its submitted notebook + the notebook output cap +
+    the grader's notes; the flooding cases (90 MB of tracebacks, 20 MB of metadata, display
+    updates worth 160 MB) stay near an honest notebook's size, and so does their feedback."""
+    from hostile.bounds_rows import FLOODS
+
+    from helpers.grading.common import nbgrader
+
+    course = graded["course"]
+    sizes = {}
+    for path in sorted((course / "grading" / "autograded").glob("*/*/*.ipynb")):
+        student, lesson = path.parts[-3], path.parts[-2]
+        submitted = course / "grading" / "submitted" / student / lesson
+        notebooks = [p for p in submitted.glob("*.ipynb") if p.is_file() and not p.is_symlink()]
+        given = sum(p.stat().st_size for p in notebooks)
+        sizes[student] = path.stat().st_size
+        assert sizes[student] <= given + NOTEBOOK_OUTPUT_CAP + GRADER_NOTES, (student, sizes)
+    honest = sizes["perfect"]
+    for student in FLOODS:
+        assert sizes[student] <= honest + 1_100_000, (student, sizes[student], honest)
+    lesson = "01_intro_to_rnns"
+    for student in ("perfect", *FLOODS):
+        nbgrader(course, "generate_feedback", lesson, f"--student={student}", "--force")
+    html = {
+        s: (course / "grading" / "feedback" / s / lesson / f"{lesson}.html").stat().st_size
+        for s in ("perfect", *FLOODS)
+    }
+    for student in FLOODS:
+        assert html[student] <= html["perfect"] + 2_000_000, (student, html)
+    print(f"\nautograded notebooks: {sizes}\nfeedback: {html}")
 
 
 # ----------------------------------------------------------------------------------------------

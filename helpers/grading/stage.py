@@ -253,6 +253,9 @@ def _copy_files(source: Path, dest: Path, settings: Settings, notes: list) -> No
             notes.append("ignored the rest of the folder: too many files")
         if kind != "file" or rel.endswith(".ipynb"):
             continue
+        if not rel.isprintable():  # undecodable bytes or control characters
+            notes.append(f"ignored {shown}: a file name that is not plain text")
+            continue
         size = info.st_size
         if rel == "timestamp.txt":
             from nbgrader.utils import parse_utc
