@@ -83,8 +83,11 @@ MAX_STRING = 1_000_000
 MAX_REPLY = 400_000_000  # characters of one answer
 
 
-class ChannelError(Exception):
-    """The kernel did not answer as the protocol says (died, timed out, or sent garbage)."""
+class ChannelError(BaseException):
+    """The kernel did not answer as the protocol says (garbage, or no agent to answer).
+
+    A ``BaseException``, like the transport's own errors: the checks catch ``Exception`` around
+    the learner's code, and a broken channel must not read as the learner's exception."""
 
 
 class RemoteError(Exception):

@@ -11,21 +11,24 @@ behaviour it:
   ``KeyboardInterrupt``), instead of timing out every later cell one after the other;
 * caps what a cell may print or display (an endless print loop, a flood of plots), keeping a
   trace of stderr so that the cap can never turn a failing test cell into a passing one;
-* before each test cell, silently re-imports the course's check functions from disk and rebinds
-  the names the notebook's own set-up cells import (a notebook that redefines ``check_rnn_cell``
-  or patches ``helpers.checks`` cannot replace the checks the test cell calls);
-* drops a value displayed by a test cell (nbgrader reads it as partial credit): the course's
-  checks never return one.
+* never runs a test cell in the student's kernel: the grader judges it in this process
+  (:mod:`helpers.grading.verdict`), calling the learner's functions through a narrow channel to
+  an agent in the kernel (:mod:`helpers.checks.remote`), and writes the verdict into the cell's
+  outputs (the check's report line, or an error with its message). No tag, hook, import trick,
+  patched library or printed text in the kernel can change it; nor can a value a test cell
+  would have displayed (nbgrader reads one as partial credit);
+* gives the judge of one test cell the cell's time limit: past it the kernel is interrupted, and
+  stopped when it does not answer.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import signal
 import time
-from pathlib import Path
 
-from jupyter_core.utils import run_sync
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
@@ -118,48 +121,6 @@ def death_reason(returncode: int | None, limits: str = "") -> str:
     return f"the kernel died ({name}: {meaning}){suffix}"
 
 
-def setup_imports(notebook: Path) -> str:
-    """The ``import``/``from`` statements of ``helpers.checks`` in a notebook's set-up cells.
-
-    Set-up cells are the code cells that are neither exercises nor tests (the notebook's own
-    code, which the grader trusts in the release version).
-    """
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    lines = []
-    for cell in nb.cells:
-        if cell.cell_type != "code" or is_solution(cell) or is_grade(cell):
-            continue
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue
-        for node in tree.body:
-            if isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            if any(n.startswith("helpers.checks") for n in names):
-                lines.append(ast.unparse(node))
-    return "\n".join(lines)
-
-
-def restore_snippet(imports: str) -> str:
-    """Code run silently before each test cell: fresh check modules, names rebound."""
-    return (
-        "import sys as _rnn_sys\n"
-        "for _rnn_name in [m for m in list(_rnn_sys.modules) if m.startswith('helpers.checks')"
-        " and m != 'helpers.checks._baseline']:\n"
-        "    del _rnn_sys.modules[_rnn_name]\n"
-        "import helpers.checks\n"
-        f"{imports}\n"
-        "del _rnn_sys, _rnn_name\n"
-    )
-
-
 class HardenedExecute(Execute):
     """nbgrader's Execute that scores what ran, whatever the kernel does (see module doc)."""
 
@@ -199,14 +160,8 @@ class HardenedExecute(Execute):
         self._stopped = None
         self._notebook_bytes = 0
         self._deadline = time.monotonic() + self.notebook_timeout if self.notebook_timeout else None
-        self._restore = ""
-        info = (resources or {}).get("nbgrader", {})
-        if self.source_root and info:
-            source = Path(self.source_root) / info["assignment"] / f"{info['notebook']}.ipynb"
-            if source.is_file():
-                imports = setup_imports(source)
-                self._restore = restore_snippet(imports) if imports else ""
-        self._baseline_taken = False
+        self._lesson = (resources or {}).get("nbgrader", {}).get("assignment")
+        self._agent_ready = False
         return super().preprocess(nb, resources, km)
 
     # -- output caps -------------------------------------------------------------------------
@@ -415,22 +370,9 @@ class HardenedExecute(Execute):
             cell.outputs = [error_output("NotRun", self._stopped)]
             return cell, resources
         grade = is_grade(cell)
-        if not self._baseline_taken:
-            # Before any student code: the checks' record of genuine torch/numpy functions.
-            self._baseline_taken = True
-            self._silent("import helpers.checks._baseline")
-        if grade and self._restore:
-            reply = self._silent(self._restore)
-            if reply is None or reply["content"].get("status") != "ok":
-                what = (reply or {}).get("content", {}).get("evalue", "no reply")
-                cell.outputs = [
-                    error_output(
-                        "GraderError",
-                        "the course's checks could not be re-imported before this test "
-                        f"(the notebook interfered with imports: {what})",
-                    )
-                ]
-                return cell, resources
+        if grade and not is_solution(cell):
+            # A test cell: judged in this process, never run in the student's kernel.
+            return self._judge(cell, index), resources
         self._cell_bytes = 0
         self._cell_timed_out = False
         self._cell_outputs = 0
@@ -451,11 +393,6 @@ class HardenedExecute(Execute):
         timed_out = any(o.get("ename") == "CellTimeoutError" for o in cell.outputs)
         if timed_out and not self._responsive():
             self._timed_out(cell)
-        if grade:
-            values = [o for o in cell.outputs if o.output_type == "execute_result"]
-            if values:
-                cell.outputs = [o for o in cell.outputs if o.output_type != "execute_result"]
-                self.log.warning("dropped a value displayed by test cell %s", index)
         return cell, resources
 
     def _timed_out(self, cell, iopub: bool = False) -> None:
@@ -471,3 +408,122 @@ class HardenedExecute(Execute):
         else:
             cell.outputs.append(error_output("KernelStopped", reason))
         self._stopped = f"not run: {reason} in an earlier cell"
+
+    # -- test cells: the verdict is the grader's ------------------------------------------------
+
+    AGENT = "_rnn_course_agent"
+
+    def _judge(self, cell, index: int):
+        """Give test cell ``cell`` the outputs of the grader's own verdict (see verdict.py)."""
+        from helpers.grading import verdict
+
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+        deadline = time.monotonic() + (self.timeout or 600)
+        self._judge_limit = f"{self.timeout or 600} s time limit"
+        if self._deadline and self._deadline < deadline:  # the notebook's own limit comes first
+            deadline = self._deadline
+            self._judge_limit = f"notebook's {self.notebook_timeout} s wall-clock limit"
+
+        def send(request: str) -> str:
+            return self._send(request, deadline)
+
+        try:
+            outcome = verdict.judge(self._lesson, grade_id, send)
+        except verdict.KernelLost as lost:
+            cell.outputs = [error_output(lost.ename, lost.reason)]
+            self._stopped = f"not run: {lost.reason} in an earlier cell"
+            return cell
+        outputs = []
+        if outcome.stdout:
+            outputs.append(NotebookNode(output_type="stream", name="stdout", text=outcome.stdout))
+        if outcome.ename:
+            outputs.append(error_output(outcome.ename, outcome.evalue))
+        cell.outputs = outputs
+        cell.execution_count = None
+        return cell
+
+    def _send(self, request: str, deadline: float) -> str:
+        """One request to the kernel's agent (created on first use); its answer (JSON text)."""
+        from helpers.checks.remote import ChannelError
+
+        if not self._agent_ready:
+            code = (
+                "import helpers.checks.remote as _rnn_course_remote\n"
+                f"{self.AGENT} = _rnn_course_remote.Agent(globals())\n"
+                "del _rnn_course_remote\n"
+            )
+            content = self._ask(code, {}, deadline)
+            if content.get("status") != "ok":
+                raise ChannelError(
+                    f"the grader's agent could not start: {content.get('ename')}: "
+                    f"{str(content.get('evalue'))[:200]}"
+                )
+            self._agent_ready = True
+        content = self._ask(
+            f"{self.AGENT}.serve({request!r})", {"answer": f"{self.AGENT}.reply"}, deadline
+        )
+        if content.get("status") != "ok":
+            raise ChannelError(
+                f"the request raised {content.get('ename')}: {str(content.get('evalue'))[:200]}"
+            )
+        answer = (content.get("user_expressions") or {}).get("answer") or {}
+        text = (answer.get("data") or {}).get("text/plain")
+        if answer.get("status") != "ok" or type(text) is not str:
+            raise ChannelError("no answer from the grader's agent")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise ChannelError("the answer is not a string") from None
+        if type(value) is not str:
+            raise ChannelError("the answer is not a string")
+        return value
+
+    def _ask(self, code: str, expressions: dict, deadline: float) -> dict:
+        """Run ``code`` silently in the kernel; the content of its reply.
+
+        Raises KernelLost when the kernel dies, or when it runs past ``deadline`` and does not
+        stop when interrupted; ChannelError when it runs past the deadline and is interrupted.
+        """
+        from helpers.grading.verdict import CheckTimeout, KernelLost
+
+        msg_id = self.kc.execute(
+            code,
+            silent=True,
+            store_history=False,
+            allow_stdin=False,
+            user_expressions=expressions,
+        )
+
+        async def wait(until: float):
+            while True:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return None
+                try:
+                    msg = await self.kc.shell_channel.get_msg(timeout=min(1.0, left))
+                except Exception:  # queue.Empty: nothing yet
+                    if not await ensure_async(self.km.is_alive()):
+                        return "dead"
+                    continue
+                if msg["parent_header"].get("msg_id") == msg_id:
+                    return msg
+
+        msg = run_sync(wait)(deadline)
+        if msg is None:  # past the time limit: interrupt, then give it a few seconds
+            with contextlib.suppress(Exception):
+                run_sync(self.km.interrupt_kernel)()
+            msg = run_sync(wait)(time.monotonic() + self.probe_timeout)
+            if isinstance(msg, dict):
+                raise CheckTimeout(
+                    f"the check ran past the {self._judge_limit} (your code was interrupted)"
+                )
+            if msg is None:
+                self._stop_kernel()
+                raise KernelLost(
+                    f"the check ran past the {self._judge_limit} and the kernel did not stop "
+                    "when interrupted, so the grader stopped it",
+                    "CellTimeoutError",
+                )
+        if msg == "dead":
+            raise KernelLost(death_reason(self._returncode(), self.limits), "DeadKernelError")
+        return msg["content"]

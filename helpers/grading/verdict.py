@@ -19,13 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
-class KernelLost(Exception):
-    """The kernel died or was stopped while the judge waited for it (``reason`` says how)."""
+class KernelLost(BaseException):
+    """The kernel died or was stopped while the judge waited for it (``reason`` says how).
+
+    Like :class:`CheckTimeout`, a ``BaseException``: the checks catch ``Exception`` around the
+    learner's code, and neither must read as the learner's own exception."""
 
     def __init__(self, reason: str, ename: str):
         super().__init__(reason)
         self.reason = reason
         self.ename = ename
+
+
+class CheckTimeout(BaseException):
+    """The check ran past the cell's time limit; the kernel was interrupted and answered."""
 
 
 @dataclass
@@ -85,6 +92,8 @@ def judge(lesson: str, grade_id: str, send: Callable[[str], str]) -> Outcome:
             exercise.run(namespace)
     except KernelLost:
         raise
+    except CheckTimeout as exc:
+        return Outcome(out.getvalue(), "CellTimeoutError", str(exc))
     except CheckFailure as failure:
         return Outcome(out.getvalue(), "CheckFailure", str(failure))
     except remote.ChannelError as exc:
