@@ -160,3 +160,25 @@ def test_values_round_trip_and_objects_stay_behind():
 
 def _draw(generator: torch.Generator) -> float:
     return float(torch.rand(1, generator=generator))
+
+
+def test_forged_gradients_from_the_kernel_are_caught(monkeypatch):
+    """The kernel's claim of which gradients reach the model is checked against the model's own
+    values: a probe rewritten in the kernel to report gradients everywhere is caught."""
+    from helpers.checks import core
+
+    namespace = _load("solutions", "03_time_series_rnn")
+    _, send = _loopback(namespace)
+    assert verdict.judge("03_time_series_rnn", "SimpleRNN_check", send).ename is None
+    real = core._backward_probe
+
+    def forged(model, x, hidden, train):
+        found = real(model, x, hidden, train)
+        found["grads"] = {k: torch.ones_like(v) for k, v in found["grads"].items()}
+        return found
+
+    forged.__module__, forged.__qualname__ = real.__module__, real.__qualname__
+    monkeypatch.setattr(core, "_backward_probe", forged)
+    outcome = verdict.judge("03_time_series_rnn", "SimpleRNN_check", send)
+    assert outcome.ename == "CheckFailure"
+    assert "do not match how the output changes" in outcome.evalue

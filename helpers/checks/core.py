@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from helpers.checks import _baseline
+from helpers.checks import _baseline, remote
 
 # References taken when helpers is imported, so that a notebook which later reassigns
 # torch.allclose, numpy functions or builtins cannot change how answers are judged. Tensors are
@@ -569,3 +569,95 @@ def exercise_table(*exercises: Exercise) -> dict[str, Exercise]:
             raise ValueError(f"{e.name}: unknown prerequisite {e.prerequisite!r}")
     _TABLES[exercises[0].check.__module__] = table
     return table
+
+
+# ----------------------------------------------------------------------------------------------
+# Which parameters a backward pass reaches, verified against the model's own values.
+
+
+def _backward_probe(model, x, hidden, train: bool) -> dict:
+    """Autograd's gradients of ``(output * w).sum()`` for every parameter of ``model`` (``w``
+    drawn from seed 5 in the output's shape), or why there are none. Run beside the model
+    (:func:`helpers.checks.remote.probe`); the caller verifies them."""
+    was_training = model.training
+    model.train(train)
+    try:
+        parameters = list(model.named_parameters())
+        frozen = [n for n, p in parameters if not p.requires_grad]
+        if frozen:
+            return {"frozen": frozen, "grads": {}, "error": None}
+        for _, p in parameters:
+            p.grad = None
+        output = model(x, hidden)[0]
+        weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(5))
+        try:
+            (output * weights.to(output.device, output.dtype)).sum().backward()
+        except RuntimeError as exc:
+            return {"frozen": [], "grads": {}, "error": str(exc)}
+        grads = {n: None if p.grad is None else p.grad.detach().clone() for n, p in parameters}
+        for _, p in parameters:
+            p.grad = None
+        return {"frozen": [], "grads": grads, "error": None}
+    finally:
+        model.train(was_training)
+
+
+def _loss_at(model, x, hidden) -> tuple[float, float]:
+    """``(output * w).sum()`` in float64 and the sum of its terms' magnitudes (its rounding)."""
+    with torch.no_grad():
+        output = model(x, hidden)[0]
+    weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(5))
+    terms = output.detach().double() * weights.double()
+    return float(terms.sum()), float(terms.abs().sum())
+
+
+def gradient_report(model, x, hidden, *, train: bool = True) -> dict:
+    """Which parameters of the learner's ``model`` a loss on its output reaches.
+
+    The gradients come from a backward pass beside the model; each one that is not zero is then
+    checked here along a random direction against the central difference of the loss, computed
+    from the model's own outputs with that parameter moved. Returns ``frozen`` (parameters with
+    requires_grad=False), ``missing`` (no or a zero gradient), ``bent`` (a gradient that does not
+    match how the output changes) and ``error`` (what backward raised, or None).
+    """
+    found = remote.probe(_backward_probe, model, x, hidden, train)
+    report = {"frozen": list(found["frozen"]), "missing": [], "bent": [], "error": found["error"]}
+    if report["frozen"] or report["error"] is not None:
+        return report
+    grads = found["grads"]
+    report["missing"] = [
+        n for n, g in grads.items() if g is None or not bool(g.detach().abs().sum() > 0)
+    ]
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.train(train)
+    directions = torch.Generator().manual_seed(11)
+    try:
+        for name, grad in grads.items():
+            if name in report["missing"] or name not in state:
+                continue
+            base = state[name]
+            d = torch.randn(base.shape, generator=directions, dtype=torch.float64)
+            d = d / d.norm()
+            eps = 1e-3 * max(1.0, float(base.abs().max()))
+            losses, size = [], 0.0
+            for sign in (1.0, -1.0):
+                moved = (base.double() + sign * eps * d).to(base.dtype)
+                model.load_state_dict({name: moved}, strict=False)
+                loss, magnitude = _loss_at(model, x, hidden)
+                losses.append(loss)
+                size = max(size, magnitude)
+            model.load_state_dict({name: base}, strict=False)
+            numerical = (losses[0] - losses[1]) / (2 * eps)
+            analytic = float((grad.detach().double().cpu() * d).sum())
+            # the loss's rounding, over the step: what the difference cannot resolve
+            noise = size * float(torch.finfo(base.dtype).eps) / eps
+            if (
+                abs(numerical) > 2 * noise
+                and abs(analytic - numerical) > 0.1 * abs(numerical) + 2 * noise
+            ):
+                report["bent"].append(name)
+    finally:
+        model.load_state_dict(state)
+        model.train(was_training)
+    return report

@@ -37,6 +37,7 @@ from helpers.checks.core import (
     call,
     exercise_table,
     fail,
+    gradient_report,
     report,
 )
 from helpers.course import DATA
@@ -171,36 +172,20 @@ def _check_output_shape(exercise, output, batch, seq, output_size, inputs) -> No
     )
 
 
-def _gradient_reach(model: nn.Module, x: torch.Tensor, hidden: torch.Tensor) -> dict:
-    """Which parameters of ``model`` a loss on its output reaches (run beside the model).
-
-    Returns plain data: the names of the frozen parameters, of those left without a (non-zero)
-    gradient after ``backward()``, of those of its ``nn.RNN``, and the error backward raised.
-    """
-    parameters = list(model.named_parameters())
-    frozen = [n for n, p in parameters if not p.requires_grad]
-    if frozen:
-        return {"frozen": frozen, "missing": [], "rnn": [], "error": None}
-    for _, p in parameters:
-        p.grad = None
-    output = model(x, hidden)[0]
-    weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(5))
-    try:
-        (output * weights.to(output.device, output.dtype)).sum().backward()
-    except RuntimeError as exc:
-        return {"frozen": [], "missing": [], "rnn": [], "error": str(exc)}
-    missing = [n for n, p in parameters if p.grad is None or not bool(p.grad.abs().sum() > 0)]
-    for _, p in parameters:
-        p.grad = None
-    rnns = [m for m in model.modules() if type(m) is nn.RNN]
-    rnn_ids = {id(p) for m in rnns[:1] for p in m.parameters()}
-    in_rnn = [n for n, p in parameters if id(p) in rnn_ids]
-    return {"frozen": [], "missing": missing, "rnn": in_rnn, "error": None}
+_RNN_PARAMETERS = ("weight_ih_l", "weight_hh_l", "bias_ih_l", "bias_hh_l")
+_BENT = (
+    "the gradients autograd gives for {names} do not match how the output changes when they "
+    "move (checked against the output's own values)"
+)
+_BENT_CAUSE = (
+    "something bends the gradient: an in-place change of a tensor autograd still needs, .data, "
+    "or a custom autograd function."
+)
 
 
 def _check_gradients_reach(name, model: nn.Module, x, hidden, inputs) -> None:
     """A loss on the output must give every parameter of ``model`` a non-zero gradient."""
-    found = remote.probe(_gradient_reach, model, x, hidden)
+    found = gradient_report(model, x, hidden)
     if found["frozen"]:
         fail(
             name,
@@ -211,11 +196,15 @@ def _check_gradients_reach(name, model: nn.Module, x, hidden, inputs) -> None:
         )
     if found["error"] is not None:
         fail(name, f"backward() through the output raised RuntimeError: {found['error']}", inputs)
+    if found["bent"]:
+        fail(name, _BENT.format(names=", ".join(found["bent"])), inputs, _BENT_CAUSE)
     missing = found["missing"]
     if not missing:
         return
-    in_rnn = [n for n in found["rnn"] if n in missing]
-    if in_rnn and len(in_rnn) == len(found["rnn"]):
+    names = [n for n, _ in model.named_parameters()]
+    rnn_names = [n for n in names if n.split(".")[-1].startswith(_RNN_PARAMETERS)]
+    in_rnn = [n for n in missing if n in rnn_names]
+    if rnn_names and len(in_rnn) == len(rnn_names):
         fail(
             name,
             "no gradient reaches the recurrent layer: after backward() of a loss on the "

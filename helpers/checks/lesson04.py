@@ -29,6 +29,7 @@ from helpers.checks.core import (
     call,
     exercise_table,
     fail,
+    gradient_report,
     report,
 )
 from helpers.text import Vocab
@@ -442,17 +443,6 @@ def _frozen_cause(model, frozen) -> str:
     return "a layer is unused, detached or computed outside autograd (e.g. through NumPy)."
 
 
-def _frozen_parameters(model: nn.Module, x: torch.Tensor, hidden) -> list[str]:
-    """Names of ``model``'s parameters that a training-mode loss does not reach (run beside
-    the model)."""
-    model.train()
-    model.zero_grad()
-    model(x, hidden)[0].sum().backward()
-    return [
-        n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)
-    ]
-
-
 def _check_char_rnn(CharRNN, *, cases, seed: int) -> None:
     """``CharRNN`` equals one-hot -> ``nn.LSTM`` -> ``nn.Linear`` on its own weights.
 
@@ -553,7 +543,19 @@ def _check_char_rnn(CharRNN, *, cases, seed: int) -> None:
                 "apply nn.Dropout(dropout) to the LSTM's output before self.fc.",
             )
         # Every parameter learns.
-        frozen = remote.probe(_frozen_parameters, model, x, hidden)
+        found = gradient_report(model, x, hidden, train=False)
+        if found["error"] is not None:
+            fail(name, f"backward() through the logits raised RuntimeError: {found['error']}")
+        if found["bent"]:
+            fail(
+                name,
+                f"the gradients autograd gives for {found['bent']} do not match how the logits "
+                "change when they move (checked against the logits' own values)",
+                inputs,
+                "something bends the gradient: an in-place change of a tensor autograd still "
+                "needs, .data, or a custom autograd function.",
+            )
+        frozen = found["frozen"] + found["missing"]
         if frozen:
             fail(name, f"no gradient reaches {frozen}", inputs, _frozen_cause(model, frozen))
     report(name, len(cases), worst, "one-hot -> nn.LSTM -> nn.Linear")
