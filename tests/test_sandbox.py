@@ -99,7 +99,7 @@ class Kernel:
         from jupyter_client import KernelManager
 
         self.run_dir = tempfile.mkdtemp(prefix="rnn-course-grading-test-")
-        config = _config(self.run_dir, **overrides)
+        self.config = config = _config(self.run_dir, **overrides)
         sandbox.prepare_run_dir(config)
         uid = sandbox.spare_uids(1)[0] if UID is not None else None
         job = sandbox.prepare_job(config, 0, uid)
@@ -151,6 +151,7 @@ class Kernel:
             self.km.shutdown_kernel(now=True)
         import shutil
 
+        sandbox.remove_cgroups(self.config)
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 

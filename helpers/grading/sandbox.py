@@ -518,7 +518,6 @@ def _chown_tree(path: str, uid: int) -> None:
 # launcher's own sum of its processes' memory.
 
 CGROUP_ROOT = "/sys/fs/cgroup"
-CGROUP_PARENT = "rnn-course-kernels"
 WATCH_S = 0.2
 
 
@@ -547,34 +546,27 @@ class KernelCgroup:
         self.path, self.version, self.extra = path, version, extra
 
     @classmethod
-    def create(cls, limits: Limits, name: str) -> KernelCgroup | None:
+    def create(cls, limits: Limits, run: str, name: str) -> KernelCgroup | None:
+        """The cgroup ``name`` under the grading run's own ``run`` (see :func:`cgroup_parents`),
+        or None where none can be made."""
         for make in (cls._v2, cls._v1):
             try:
-                group = make(limits, name)
+                group = make(limits, run, name)
             except OSError:
                 group = None
             if group is not None:
                 return group
         return None
 
-    @staticmethod
-    def _own(controller: str) -> str | None:
-        """This process's cgroup path in ``controller``'s hierarchy ("" for v2)."""
-        for line in _read("/proc/self/cgroup").splitlines():
-            _, names, path = line.split(":", 2)
-            if names.split(",") == [controller] or (controller == "" and names == ""):
-                return path
-        return None
-
     @classmethod
-    def _v2(cls, limits: Limits, name: str) -> KernelCgroup | None:
+    def _v2(cls, limits: Limits, run: str, name: str) -> KernelCgroup | None:
         if not os.path.exists(f"{CGROUP_ROOT}/cgroup.controllers"):
             return None
         # A child of the hierarchy's root: the root is the only cgroup that may hold processes
         # and give controllers to its children at the same time.
         if "memory" not in _read(f"{CGROUP_ROOT}/cgroup.subtree_control").split():
             return None
-        parent = f"{CGROUP_ROOT}/{CGROUP_PARENT}"
+        parent = cgroup_parents(run)[0]
         os.makedirs(parent, exist_ok=True)
         _sweep(parent)
         _write(f"{parent}/cgroup.subtree_control", "+memory +pids")
@@ -594,12 +586,12 @@ class KernelCgroup:
         return group
 
     @classmethod
-    def _v1(cls, limits: Limits, name: str) -> KernelCgroup | None:
-        own = cls._own("memory")
-        base = f"{CGROUP_ROOT}/memory"
-        if own is None or not os.path.isdir(base):
+    def _v1(cls, limits: Limits, run: str, name: str) -> KernelCgroup | None:
+        if os.path.exists(f"{CGROUP_ROOT}/cgroup.controllers"):
             return None
-        parent = f"{base}{own.rstrip('/')}/{CGROUP_PARENT}"
+        parent, pids_parent = cgroup_parents(run)[1:]
+        if not parent:
+            return None
         os.makedirs(parent, exist_ok=True)
         _sweep(parent)
         path = f"{parent}/{name}"
@@ -612,11 +604,11 @@ class KernelCgroup:
             # at the limit the kernel's processes wait, and the watchdog stops the whole kernel
             # (rather than the kernel's OOM killer picking one process)
             _write(f"{path}/memory.oom_control", "1")
-            pids_own = cls._own("pids")
-            pids_base = f"{CGROUP_ROOT}/pids"
-            if pids_own is not None and os.path.isdir(pids_base):
+            if pids_parent:
                 with contextlib.suppress(OSError):
-                    pids = f"{pids_base}{pids_own.rstrip('/')}/{CGROUP_PARENT}-{name}"
+                    os.makedirs(pids_parent, exist_ok=True)
+                    _sweep(pids_parent)
+                    pids = f"{pids_parent}/{name}"
                     os.mkdir(pids)
                     extra.append(pids)
                     _write(f"{pids}/pids.max", str(limits.processes + 64))
@@ -665,6 +657,43 @@ class KernelCgroup:
                     break
                 except OSError:
                     time.sleep(0.02)
+
+
+def cgroup_parents(run: str) -> tuple[str, str, str]:
+    """The folders that hold the cgroups of one grading run's kernels ("" where there is no
+    such hierarchy): under cgroup v2's root; under this process's v1 memory and pids cgroups
+    (those of the grader, which its workers and their kernel launchers inherit)."""
+    own = {}
+    for line in _read("/proc/self/cgroup").splitlines():
+        _, names, path = line.split(":", 2)
+        for controller in names.split(","):
+            own[controller] = path.rstrip("/")
+    v1 = [
+        f"{CGROUP_ROOT}/{c}{own[c]}/{run}"
+        if c in own and os.path.isdir(f"{CGROUP_ROOT}/{c}")
+        else ""
+        for c in ("memory", "pids")
+    ]
+    return f"{CGROUP_ROOT}/{run}", v1[0], v1[1]
+
+
+def remove_cgroups(config: SandboxConfig) -> None:
+    """Stop and remove what is left of a grading run's kernel cgroups (kernels stopped with
+    SIGKILL leave theirs), then the run's own cgroup folders."""
+    for parent in cgroup_parents(cgroup_run(config)):
+        if not parent or not os.path.isdir(parent):
+            continue
+        for entry in os.scandir(parent):
+            if entry.is_dir():
+                KernelCgroup(entry.path, 0).remove()
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)
+
+
+def cgroup_run(config: SandboxConfig) -> str:
+    """The name of the cgroup folder of the grading run that ``config`` belongs to."""
+    name = os.path.basename(config.run_dir.rstrip("/"))
+    return name if name.startswith("rnn-course") else f"rnn-course-{name}"
 
 
 def _sweep(parent: str) -> None:
@@ -717,7 +746,8 @@ def _tree_mb(pid: int) -> int:
 
 
 def _kill_tree(pid: int) -> None:
-    for p in reversed(_tree_of(pid)):
+    """SIGKILL the descendants of ``pid`` (not ``pid`` itself)."""
+    for p in reversed(_tree_of(pid)[1:]):
         with contextlib.suppress(OSError):
             os.kill(p, signal.SIGKILL)
 
@@ -734,11 +764,11 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _link_sockets(connection: dict, child: int) -> list[str]:
+def _link_sockets(connection: dict, child: int) -> list[tuple[str, str]]:
     """Link the client's socket names (``<ip>-<port>``) to the kernel's private ones.
 
     The kernel makes its sockets in its own tmpfs; the grader reaches them through
-    ``/proc/<pid>/root`` of a process in the sandbox. Returns the links made.
+    ``/proc/<pid>/root`` of a process in the sandbox. Returns the links made (link, target).
     """
     made = []
     for key in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
@@ -747,9 +777,10 @@ def _link_sockets(connection: dict, child: int) -> list[str]:
         tmp = f"{link}.new"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        os.symlink(f"/proc/{child}/root{IPC_INSIDE}/kernel-{port}", tmp)
+        target = f"/proc/{child}/root{IPC_INSIDE}/kernel-{port}"
+        os.symlink(target, tmp)
         os.replace(tmp, link)
-        made.append(link)
+        made.append((link, target))
     return made
 
 
@@ -842,7 +873,7 @@ def launch(argv: list[str]) -> None:
     group = None
     nproc = None
     if config.mode != "off" and config.cgroup:
-        group = KernelCgroup.create(config.limits, f"kernel-{os.getpid()}")
+        group = KernelCgroup.create(config.limits, cgroup_run(config), f"kernel-{os.getpid()}")
     if config.mode != "off":
         nproc = _tasks_of(uid) + config.limits.processes
 
@@ -860,10 +891,10 @@ def launch(argv: list[str]) -> None:
     )
     for fd in [*files.values(), *([info_w] if info_w is not None else [])]:
         os.close(fd)
-    links: list[str] = []
+    links: list[tuple[str, str]] = []
 
     def stop(signum, frame):
-        _kill_tree(process.pid)
+        _kill_tree(os.getpid())
         if group is not None:
             group.kill()
         _clean(private, links, group)
@@ -890,11 +921,13 @@ def launch(argv: list[str]) -> None:
             if group.out_of_memory():
                 over = f"the kernel's processes reached {config.limits.memory_mb} MB together"
         else:
-            used = _tree_mb(process.pid)
+            # the launcher's whole tree: orphans of the kernel are re-parented to it (it is
+            # their subreaper); the launcher itself counts too (some 20 MB)
+            used = _tree_mb(os.getpid())
             if used > config.limits.memory_mb:
                 over = f"the kernel's processes held {used} MB together"
         if over:
-            _kill_tree(process.pid)
+            _kill_tree(os.getpid())
             if group is not None:
                 group.kill()
             process.wait()
@@ -912,10 +945,11 @@ def launch(argv: list[str]) -> None:
     sys.exit(128 - code if code < 0 else code)
 
 
-def _clean(private: str, links: list[str], group: KernelCgroup | None) -> None:
-    for link in links:
+def _clean(private: str, links: list[tuple[str, str]], group: KernelCgroup | None) -> None:
+    for link, target in links:
         with contextlib.suppress(OSError):
-            os.unlink(link)
+            if os.readlink(link) == target:  # not the next kernel's
+                os.unlink(link)
     if group is not None:
         group.remove()
     shutil.rmtree(private, ignore_errors=True)

@@ -140,4 +140,5 @@ class Run:
         return env
 
     def close(self) -> None:
+        sandbox.remove_cgroups(self.config)
         shutil.rmtree(self.config.run_dir, ignore_errors=True)

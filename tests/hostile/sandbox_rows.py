@@ -12,7 +12,7 @@ HOST_VIEW = (
     PATHS
     + """
 import os as _os, sys as _sys, json as _json
-_skip = {"/usr", "/proc", "/sys", "/dev", "/tmp", "/var/tmp", _os.getcwd()}
+_skip = {"/usr", "/proc", "/sys", "/dev", _os.getcwd()}
 _skip |= {_os.path.realpath(_sys.prefix), _os.path.realpath(_sys.base_prefix)}
 _skip |= {str(_repo / _n) for _n in ("helpers", "data", "images", "lessons")}
 _seen = []
@@ -24,7 +24,7 @@ for _top, _dirs, _files in _os.walk("/"):
 _view = {
     "seen": sorted(_seen),
     "repo": sorted(_os.listdir(_repo)),
-    "course": sorted(_os.listdir(_course)) if _course.is_dir() else None,
+    "cwd": _os.getcwd(),
     "uid": _os.getuid(),
 }
 for _name in ("/root", "/home", "/work", "/opt", "/srv", "/mnt"):
@@ -41,8 +41,11 @@ print("SANDBOX_VIEW " + _json.dumps(_view, sort_keys=True))
 STEAL_ANYWHERE = """
 import os as _os, json as _json
 _found = None
+_here = _os.getcwd()  # the student's own notebook is not a solution
 for _top, _dirs, _files in _os.walk("/"):
-    _dirs[:] = [_d for _d in _dirs if _os.path.join(_top, _d) not in ("/proc", "/sys", "/dev")]
+    _dirs[:] = [
+        _d for _d in _dirs if _os.path.join(_top, _d) not in ("/proc", "/sys", "/dev", _here)
+    ]
     if _os.path.basename(_top) == "solutions" or "01_intro_to_rnns.ipynb" in _files:
         _path = _os.path.join(_top, "01_intro_to_rnns.ipynb")
         try:
