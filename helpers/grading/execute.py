@@ -144,9 +144,6 @@ class HardenedExecute(Execute):
     probe_timeout = Integer(
         5, help="Seconds a kernel has to answer after a cell's time limit before it is stopped."
     ).tag(config=True)
-    source_root = Unicode(
-        "", help="Folder holding <assignment>/<notebook>.ipynb, the trusted set-up cells."
-    ).tag(config=True)
     limits = Unicode("", help="The sandbox's limits, in words, for messages.").tag(config=True)
     # Once the last cell has run nothing in the kernel matters: killing it saves the second of
     # CPU a graceful shutdown spends (history, atexit handlers, torch's teardown) per notebook.

@@ -105,7 +105,6 @@ class Run:
             "Autograde": {"autograde_preprocessors": AUTOGRADE_PREPROCESSORS},
             "HardenedExecute": {
                 "kernel_name": f"{sandbox.KERNEL_NAME}-{job}",
-                "source_root": str(target.release),
                 "limits": self.config.limits.describe(),
                 "max_outputs": settings.max_outputs,
             },
