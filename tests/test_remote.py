@@ -82,7 +82,7 @@ def test_kernel_side_tampering_cannot_reach_the_verdict(monkeypatch):
 
     def forging(request: str) -> None:
         real_serve(request)
-        if json.loads(request)["op"] == "call":
+        if json.loads(request)["op"] == "call":  # the learner's answer replaced
             agent.reply = json.dumps({"value": None, "stdout": "rnn_cell: OK"})
 
     monkeypatch.setattr(agent, "serve", forging)
@@ -117,7 +117,7 @@ def _tensor(dtype="float64", shape=(2,), data=None):
 )
 def test_malformed_answers_are_refused(answer, why):
     with pytest.raises(remote.ChannelError, match=why):
-        _channel(answer).request({"op": "global", "name": "x"})
+        _channel(answer).request({"op": "globals", "names": ["x"]})
 
 
 def test_deep_values_are_refused():
@@ -125,7 +125,7 @@ def test_deep_values_are_refused():
     for _ in range(remote.MAX_DEPTH + 5):
         value = [value]
     with pytest.raises(remote.ChannelError, match="too deeply"):
-        _channel({"value": value}).request({"op": "global", "name": "x"})
+        _channel({"value": value}).request({"op": "globals", "names": ["x"]})
 
 
 def test_values_round_trip_and_objects_stay_behind():

@@ -131,7 +131,13 @@ def _same(a, b) -> bool:
 
 
 def check_integrity(exercise: str) -> None:
-    """Fail if the notebook replaced torch, NumPy, builtin or helpers functions (see _baseline)."""
+    """Fail if the notebook replaced torch, NumPy, builtin or helpers functions (see _baseline).
+
+    Only where the checks share the learner's process (``make check``, the notebook's own test
+    cells): the autograder's judge runs in a process no notebook touches.
+    """
+    if remote.active() is not None:
+        return
     replaced = _baseline.tampering()
     if replaced:
         shown = ", ".join(replaced[:5]) + (" ..." if _len(replaced) > 5 else "")

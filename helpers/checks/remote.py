@@ -166,7 +166,9 @@ class Agent:
             self._ids[key] = number
         return self._ids[key]
 
-    def encode(self, value, depth: int = 0):
+    def encode(self, value, depth: int = 0, plain: bool = False):
+        """The wire form of ``value``; with ``plain``, ValueError for anything but plain data
+        (numbers, strings, None, lists and tuples of those)."""
         if depth > MAX_DEPTH:
             raise ValueError("the value is nested too deeply")
         kind = type(value)
@@ -174,6 +176,11 @@ class Agent:
             return value
         if kind is float:
             return value if math.isfinite(value) else {"$float": repr(value)}
+        if plain:
+            if kind is not tuple and kind is not list:
+                raise ValueError("not plain")
+            items = [self.encode(v, depth + 1, plain=True) for v in value]
+            return {"$tuple": items} if kind is tuple else items
         if isinstance(value, torch.Tensor) and kind in (torch.Tensor, nn.Parameter):
             return _tensor_node(value)
         if kind is np.ndarray and str(value.dtype) in _NP_DTYPES:
@@ -255,19 +262,9 @@ class Agent:
             return {"$object": items}
         return None
 
-    def encode_plain(self, value, depth: int = 0):
+    def encode_plain(self, value):
         """``value`` if it is plain data (no tensors, no handles); ValueError otherwise."""
-        if depth > MAX_DEPTH:
-            raise ValueError("too deep")
-        kind = type(value)
-        if value is None or kind in (bool, int, str):
-            return value
-        if kind is float:
-            return value if math.isfinite(value) else {"$float": repr(value)}
-        if kind is tuple or kind is list:
-            items = [self.encode_plain(v, depth + 1) for v in value]
-            return {"$tuple": items} if kind is tuple else items
-        raise ValueError("not plain")
+        return self.encode(value, plain=True)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -293,14 +290,11 @@ class Agent:
 
     def _serve(self, request: dict) -> dict:
         op = request["op"]
-        if op == "global":
-            name = request["name"]
-            if name not in self.namespace:
-                return {"missing": True}
-            return {"value": self.encode(self.namespace[name])}
-        if op == "seed":
+        if request.get("seed") is not None:  # torch.manual_seed, set on the judge's side
             torch.manual_seed(int(request["seed"]))
-            return {"value": None}
+        if op == "globals":  # {name: value} for those of the names the notebook defines
+            names = [n for n in request["names"] if type(n) is str and n in self.namespace]
+            return {"value": {"$dict": [[n, self.encode(self.namespace[n])] for n in names]}}
         if op == "release":
             self.handles.clear()
             self._ids.clear()
@@ -479,17 +473,25 @@ class Channel:
 
     def __init__(self, send: Callable[[str], str]):
         self.send = send
+        self.seed: int | None = None  # sent with the next request (see manual_seed)
 
-    def request(self, request: dict, stop: bool = False):
-        answer_text = self.send(json.dumps(request))
-        if type(answer_text) is not str or len(answer_text) > MAX_REPLY:
+    def answer(self, request: dict) -> dict:
+        """Send ``request``; the kernel's answer, parsed (a dict), or ChannelError."""
+        if self.seed is not None:
+            request, self.seed = dict(request, seed=self.seed), None
+        text = self.send(json.dumps(request))
+        if type(text) is not str or len(text) > MAX_REPLY:
             raise ChannelError("the kernel's answer is not text of a sensible size")
         try:
-            answer = json.loads(answer_text)
+            answer = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise ChannelError(f"the kernel's answer is not JSON: {str(exc)[:100]}") from None
         if type(answer) is not dict:
             raise ChannelError("the kernel's answer is not an object")
+        return answer
+
+    def request(self, request: dict, stop: bool = False):
+        answer = self.answer(request)
         if stop and answer.get("stop") is True:
             return StopIteration
         if "raised" in answer:
@@ -513,14 +515,9 @@ class Channel:
 
     def global_names(self, names) -> dict:
         """``{name: value}`` for the notebook's globals among ``names`` (missing ones left out)."""
-        found = {}
-        for name in names:
-            answer = json.loads(self.send(json.dumps({"op": "global", "name": name})))
-            if type(answer) is dict and answer.get("missing") is True:
-                continue
-            if type(answer) is not dict or "value" not in answer:
-                raise ChannelError(f"the kernel's answer for {name!r} is not an object")
-            found[name] = self.decode(answer["value"])
+        found = self.request({"op": "globals", "names": list(names)})
+        if type(found) is not dict or not set(found) <= set(names):
+            raise ChannelError("the kernel's answer names other globals than those asked for")
         return found
 
     def decode(self, node, depth: int = 0):
@@ -629,13 +626,7 @@ class Channel:
             "grad": torch.is_grad_enabled(),
             "default_dtype": str(torch.get_default_dtype()).removeprefix("torch."),
         }
-        answer_text = self.send(json.dumps(request))
-        try:
-            answer = json.loads(answer_text)
-        except (ValueError, RecursionError, TypeError):
-            raise ChannelError("the kernel's answer is not JSON") from None
-        if type(answer) is not dict:
-            raise ChannelError("the kernel's answer is not an object")
+        answer = self.answer(request)
         if answer.get("state") is not None:
             _apply_state((args, kwargs), answer["state"], self)
         self._emit(answer)
@@ -786,8 +777,8 @@ def manual_seed(seed: int) -> None:
     learner's models draw their initial weights)."""
     torch.manual_seed(seed)
     channel = active()
-    if channel is not None:
-        channel.request({"op": "seed", "seed": int(seed)})
+    if channel is not None:  # set there with the next request
+        channel.seed = int(seed)
 
 
 def is_module(obj) -> bool:
