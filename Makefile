@@ -44,8 +44,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
-# The verdict corpus (tests/test_verdicts.py: make check vs make autograde on 24 graded
-# notebooks, about 3 minutes of 2 cores) runs in make test-grading, to keep make test in budget.
+# The graded corpora run in make test-grading, to keep make test in budget: the verdict corpus
+# (tests/test_verdicts.py: make check vs make autograde on 24 graded notebooks, about 3 minutes
+# of 2 cores) and the hostile corpus (tests/test_hostile_grading.py, 79 submissions graded
+# twice, and tests/test_grading_bounds.py: about 10 minutes).
 test: $(STAMP) lint
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n auto --dist loadfile --timeout=900 -m "not corpus" \
 		$(ARGS)
@@ -55,11 +57,11 @@ QUICK := -m "not slow"
 test-quick: $(STAMP)
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n 2 $(QUICK) -q $(ARGS)
 
-# Only the grading tests: the hostile-submission corpus (tests/hostile/), the exchange cycle and
-# the verdict corpus (make check vs make autograde).
+# Only the grading tests: the hostile-submission corpus (tests/hostile/) and hostile folders, the
+# exchange cycle and the verdict corpus (make check vs make autograde).
 test-grading: $(STAMP)
-	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/test_hostile_grading.py tests/test_exchange.py \
-		tests/test_verdicts.py --timeout=3600 $(ARGS)
+	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/test_hostile_grading.py \
+		tests/test_grading_bounds.py tests/test_exchange.py tests/test_verdicts.py --timeout=3600 $(ARGS)
 
 check: $(STAMP)
 	@test -n "$(LESSON)" || { echo "usage: make check LESSON=01_intro_to_rnns"; exit 2; }

@@ -29,6 +29,7 @@ _LOADED: dict[Path, object] = {}
 LONGEST_FIRST = (
     "test_hostile_grading.py",
     "test_grading_resume.py",
+    "test_grading_bounds.py",
     "test_hub.py",
     "test_browser.py",
     "test_autograde.py",

@@ -18,7 +18,7 @@ from support import course_copy, run_grader
 from helpers.grading.common import remove_tree, walk
 from helpers.grading.stage import json_depth
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.corpus, pytest.mark.timeout(900)]
 
 SETTINGS = ["--timeout=15", f"--lesson={L1}", "--jobs=2"]
 
