@@ -697,8 +697,15 @@ def cgroup_run(config: SandboxConfig) -> str:
 
 
 def _sweep(parent: str) -> None:
-    """Remove the empty cgroups that killed launchers left behind."""
+    """Remove the empty cgroups that killed launchers left behind.
+
+    Only those whose launcher (``kernel-<pid>``) is gone: a launcher beside this one may have
+    just made its own, still empty until its kernel enters it.
+    """
     for entry in os.scandir(parent):
+        owner = entry.name.removeprefix("kernel-")
+        if owner.isdigit() and os.path.exists(f"/proc/{owner}"):
+            continue
         if entry.is_dir() and not _read(f"{entry.path}/cgroup.procs").strip():
             with contextlib.suppress(OSError):
                 os.rmdir(entry.path)
