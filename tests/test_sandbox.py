@@ -124,7 +124,7 @@ class Kernel:
         self.kc.wait_for_ready(timeout=120)
 
     def run(self, code: str, timeout: float = 60) -> dict:
-        msg_id = self.kc.execute(code)
+        msg_id = self.kc.execute(code, stop_on_error=False)
         deadline = time.monotonic() + timeout
         outputs = []
         while time.monotonic() < deadline:
@@ -176,7 +176,9 @@ def test_interrupt_and_socket_folder():
     folder is its own 1 MB tmpfs, and the grader's job folder holds only links."""
     kernel = Kernel()
     try:
-        kernel.kc.execute("import time\nwhile True:\n    time.sleep(0.1)")
+        # stop_on_error=False: after the KeyboardInterrupt, the kernel must not abort the probe sent
+        # next (ipykernel aborts requests that arrive while it clears its queue after an error).
+        kernel.kc.execute("import time\nwhile True:\n    time.sleep(0.1)", stop_on_error=False)
         time.sleep(2)
         kernel.km.interrupt_kernel()
         deadline = time.monotonic() + 30

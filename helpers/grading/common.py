@@ -4,9 +4,11 @@ with nbgrader's own :class:`~nbgrader.coursedir.CourseDirectory`) and running nb
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -302,15 +304,70 @@ def register_lessons(
     those of ``lessons``).
 
     The lessons are generated into ``grading/release`` (a shard's: its own ``release/`` and
-    gradebook) so that ``lessons/`` is never touched.
+    gradebook) so that ``lessons/`` is never touched. A lesson already recorded in this gradebook
+    from the same source (its stamp in ``release/<lesson>/``) is not generated again: each
+    ``nbgrader generate_assignment`` costs seconds, on every grading run.
     """
     release = target.release if target else Path(root) / "grading" / "release"
+    url = target.db_url if target else db_url(root)
     args = [f"--CourseDirectory.release_directory={release}"]
     if target is not None:
         target.folder.mkdir(parents=True, exist_ok=True)
         args.append(f"--CourseDirectory.db_url={target.db_url}")
-    for pattern in sorted(lessons) if lessons else ["*"]:
+    source = course_folder(root, "source")
+    every = sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+    wanted = sorted(lessons) if lessons else every
+    stamps = {lesson: _registration_stamp(root, source / lesson, url) for lesson in wanted}
+    recorded = _recorded_lessons(url)
+    stale = [
+        lesson
+        for lesson in wanted
+        if lesson not in recorded
+        or _read(release / lesson / REGISTERED) != stamps[lesson]
+        or not (release / lesson).is_dir()
+    ]
+    if not stale:
+        return
+    for pattern in ["*"] if not lessons and stale == every else stale:
         nbgrader(root, "generate_assignment", pattern, "--force", "--log-level=WARN", *args)
+    for lesson in stale:
+        (release / lesson / REGISTERED).write_text(stamps[lesson])
+
+
+#: The stamp register_lessons leaves in release/<lesson>/: what the lesson was recorded from.
+REGISTERED = ".registered"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _registration_stamp(root: Path, source: Path, url: str) -> str:
+    """A digest of what registering a lesson depends on: its source files, the course's
+    ``nbgrader_config.py`` and the gradebook it goes into."""
+    digest = hashlib.sha256(url.encode())
+    digest.update((Path(root) / course.NBGRADER_CONFIG.name).read_bytes())
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and ".ipynb_checkpoints" not in path.parts:
+            digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _recorded_lessons(url: str) -> set[str]:
+    """The assignments the gradebook at ``url`` holds (none when it is not a readable SQLite
+    file: then every lesson is registered)."""
+    prefix = "sqlite:///"
+    path = Path(url[len(prefix) :]) if url.startswith(prefix) else None
+    if path is None or not path.is_file():
+        return set()
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return {name for (name,) in db.execute("SELECT name FROM assignment")}
+    except sqlite3.Error:
+        return set()
 
 
 def db_url(root: Path) -> str:

@@ -317,7 +317,9 @@ class HardenedExecute(Execute):
 
         The grader's own code (imports) gets at least two minutes, whatever the cells' limit.
         """
-        msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+        msg_id = self.kc.execute(
+            code, silent=True, store_history=False, allow_stdin=False, stop_on_error=False
+        )
 
         async def wait():
             while True:
@@ -489,6 +491,8 @@ class HardenedExecute(Execute):
             store_history=False,
             allow_stdin=False,
             user_expressions=expressions,
+            # An error here must not make the kernel abort the grader's next request.
+            stop_on_error=False,
         )
 
         async def wait(until: float):
