@@ -22,11 +22,11 @@ from helpers.checks.lesson02 import (
     check_gru_cell,
     check_learn_gate,
     check_lstm_cell,
+    check_lstm_cell_backward,
     check_lstm_forward,
     check_lstm_param_count,
     check_ltm_gradient_answers,
     check_peephole_lstm_cell,
-    check_remember_gate,
     check_use_gate,
 )
 from helpers.lstm import (
@@ -192,9 +192,9 @@ def test_checks_pass_on_unused_sizes(ns, capsys):
     sizes = tuple(UNUSED_SIZES)
     check_forget_gate(ns["forget_gate"], sizes=sizes, seed=9000)
     check_learn_gate(ns["learn_gate"], sizes=sizes, seed=9100)
-    check_remember_gate(ns["remember_gate"], sizes=sizes, seed=9200)
     check_use_gate(ns["use_gate"], sizes=sizes, seed=9300)
     check_lstm_cell(ns["lstm_cell"], sizes=sizes, seed=9400)
+    check_lstm_cell_backward(ns["lstm_cell_backward"], sizes=sizes, seed=9450)
     check_gru_cell(ns["gru_cell"], sizes=sizes, seed=9600)
     check_peephole_lstm_cell(ns["peephole_lstm_cell"], sizes=sizes, seed=9700)
     check_lstm_forward(
@@ -338,11 +338,6 @@ def test_returned_pair_order_is_named(ns):
 
     with pytest.raises(CheckFailure, match="wrong order"):
         check_lstm_cell(swapped)
-
-
-def test_remember_gate_mistake_is_named():
-    with pytest.raises(CheckFailure, match="multiplied"):
-        check_remember_gate(lambda kept, learned: kept * learned)
 
 
 def test_use_gate_reading_old_ltm_is_named(ns):
@@ -733,6 +728,266 @@ def test_param_count_written_differently_passes():
     check_lstm_param_count(closed_form, hidden=True)
 
 
+# --------------------------------------------------------------------------- lstm_cell_backward
+
+BACKWARD_NAMES = ("dx", "dh", "dc", "dweight_ih", "dweight_hh", "dbias")
+
+
+def _autograd_backward(cell, x, h, c, dh_next, dc_next):
+    """The six gradients of <dh_next, new_h> + <dc_next, new_c> through an nn.LSTMCell."""
+    leaves = [t.clone().requires_grad_(True) for t in (x, h, c)]
+    cell.zero_grad()
+    new_h, new_c = cell(leaves[0], (leaves[1], leaves[2]))
+    ((new_h * dh_next).sum() + (new_c * dc_next).sum()).backward()
+    assert torch.equal(cell.bias_ih.grad, cell.bias_hh.grad)
+    return [t.grad for t in leaves] + [cell.weight_ih.grad, cell.weight_hh.grad, cell.bias_ih.grad]
+
+
+@pytest.mark.parametrize("size", UNUSED_SIZES)
+def test_lstm_cell_backward_matches_autograd(ns, size):
+    batch, input_size, hidden_size = size
+    cell = _torch_cell(nn.LSTMCell, input_size, hidden_size, seed=300 + sum(size))
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(batch, input_size, generator=g, dtype=F64)
+    h, c, dh_next, dc_next = (
+        torch.randn(batch, hidden_size, generator=g, dtype=F64) for _ in range(4)
+    )
+    expected = _autograd_backward(cell, x, h, c, dh_next, dc_next)
+    got = ns["lstm_cell_backward"](dh_next, dc_next, x, h, c, _params(cell))
+    assert isinstance(got, tuple) and len(got) == 6
+    diffs = [_max_diff(a, b) for a, b in zip(got, expected, strict=True)]
+    assert max(diffs) < 1e-10, dict(zip(BACKWARD_NAMES, diffs, strict=True))
+
+
+def _backward_by_hand(mistake=None):
+    """An lstm_cell_backward written from scratch (chunked pre-activations), with one mistake."""
+    order = {"order i, f, o, g": "ifog", "order i, g, f, o": "igfo", "f/i swapped": "figo"}
+
+    def lstm_cell_backward(dh_next, dc_next, x, h, c, params):
+        w_ih, w_hh, b_ih, b_hh = params
+        if mistake == "no dh_next":
+            dh_next = torch.zeros_like(dh_next)
+        if mistake == "no dc_next":
+            dc_next = torch.zeros_like(dc_next)
+        blocks = dict(zip(order.get(mistake, "ifgo"), _pre(x, h, params), strict=True))
+        i, f, o = (blocks[k].sigmoid() for k in "ifo")
+        g = blocks["g"].tanh()
+        c_next = f * c + i * g
+        t = c_next.tanh()
+        d_c_next = dc_next + dh_next * o * (1 - t**2)
+        if mistake == "no tanh path":
+            d_c_next = dc_next
+        d_o, d_f, d_i, d_g = dh_next * t, d_c_next * c, d_c_next * g, d_c_next * i
+        dc = d_c_next * f
+        if mistake == "dc not times f":
+            dc = d_c_next
+        if mistake == "dc is dc_next":
+            dc = dc_next
+
+        def d_sigmoid(s):
+            if mistake == "sigmoid as tanh":
+                return 1 - s**2
+            return torch.ones_like(s) if mistake == "no sigmoid derivative" else s * (1 - s)
+
+        d_tanh = {
+            "tanh as sigmoid": g * (1 - g),
+            "no tanh derivative": torch.ones_like(g),
+        }.get(mistake, 1 - g**2)
+        d_pre = {"i": d_i * d_sigmoid(i), "f": d_f * d_sigmoid(f), "g": d_g * d_tanh}
+        d_pre["o"] = d_o * d_sigmoid(o)
+        da = torch.cat([d_pre[k] for k in order.get(mistake, "ifgo")], dim=1)
+        dx, dh = da @ w_ih, da @ w_hh
+        stacked = da
+        if mistake == "stacked i, f, o, g":
+            stacked = torch.cat([d_pre[k] for k in "ifog"], dim=1)
+        dweight_ih, dweight_hh, dbias = stacked.T @ x, stacked.T @ h, stacked.sum(0)
+        if mistake == "dbias doubled":
+            dbias = 2 * dbias
+        if mistake == "averaged":
+            n = x.shape[0]
+            dweight_ih, dweight_hh, dbias = dweight_ih / n, dweight_hh / n, dbias / n
+        if mistake == "dbias per row":
+            dbias = stacked
+        if mistake == "dweight_hh transposed":
+            dweight_hh = h.T @ stacked
+        if mistake == "five values":
+            return dx, dh, dweight_ih, dweight_hh, dbias
+        return dx, dh, dc, dweight_ih, dweight_hh, dbias
+
+    return lstm_cell_backward
+
+
+BACKWARD_MISTAKES = {
+    "no tanh path": "the gradient of the new LTM is only dc_next",
+    "dc not times f": "the returned dc is the gradient of the new LTM, not of the old one",
+    "dc is dc_next": "the returned dc is dc_next passed through",
+    "sigmoid as tanh": r"sigmoid gates \(i, f, o\) were differentiated with tanh's derivative",
+    "tanh as sigmoid": "the candidate g was differentiated with sigmoid's derivative",
+    "no sigmoid derivative": "the sigmoid's derivative is missing",
+    "no tanh derivative": "the tanh's derivative is missing",
+    "order i, f, o, g": r"taken in the order i, f, o, g",
+    "order i, g, f, o": r"order i, g, f, o \(TensorFlow's order\)",
+    "f/i swapped": "the forget gate's and the input gate's rows are swapped",
+    "stacked i, f, o, g": "gate blocks of dweight_ih, dweight_hh and dbias are stacked in the "
+    "order i, f, o, g",
+    "dbias doubled": "dbias adds up the gradients of both biases",
+    "averaged": "divided by the batch size",
+    "no dh_next": "dh_next is not used",
+    "no dc_next": "dc_next is not used",
+    "dbias per row": "dbias keeps the batch dimension",
+    "dweight_hh transposed": "dweight_hh is transposed",
+    "five values": r"should return a tuple \(dx, dh, dc, dweight_ih, dweight_hh, dbias\)",
+}
+
+
+def _expected_digits() -> set[str]:
+    """Every value of every visible case's six gradients, as the checks would print it."""
+    from helpers.checks.lesson02 import EXERCISES, _backward_case, backward_reference
+
+    cases = EXERCISES["lstm_cell_backward"].visible
+    shown = set()
+    for k, size in enumerate(cases["sizes"]):
+        case, dh_next, dc_next = _backward_case(*size, seed=cases["seed"] + k)
+        for value in backward_reference(case, dh_next, dc_next).values():
+            shown.update(f"{v:.6g}" for v in value.reshape(-1).tolist() if abs(v) > 1e-3)
+    return shown
+
+
+@pytest.mark.parametrize("mistake", list(BACKWARD_MISTAKES))
+def test_lstm_cell_backward_mistakes_are_named(mistake):
+    check_lstm_cell_backward(_backward_by_hand())  # the same code without the mistake passes
+    with pytest.raises(CheckFailure, match=BACKWARD_MISTAKES[mistake]) as info:
+        check_lstm_cell_backward(_backward_by_hand(mistake))
+    message = str(info.value)
+    assert message.startswith("lstm_cell_backward: ")
+    assert "likely cause:" in message or mistake == "five values"
+    assert "inputs: dh_next (" in message
+    assert "expected" not in message.split("likely cause:")[0] or "has shape" in message
+    leaked = [digits for digits in _expected_digits() if digits in message]
+    assert not leaked, f"the message shows expected values {leaked}:\n{message}"
+
+
+def test_lstm_cell_backward_names_where_the_mismatch_is():
+    with pytest.raises(CheckFailure) as info:
+        check_lstm_cell_backward(_backward_by_hand("dc not times f"))
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("lstm_cell_backward: dc (3, 5) differs from torch.autograd")
+    assert re.search(r"first mismatch at index \(\d+, \d+\) \(\|diff\| [\d.e+-]+;", first), first
+
+
+def test_lstm_cell_backward_not_implemented_and_errors_are_reported():
+    def unsolved(*args):
+        raise NotImplementedError()
+
+    with pytest.raises(CheckFailure, match="not implemented yet"):
+        check_lstm_cell_backward(unsolved)
+
+    def wrong_shapes(dh_next, dc_next, x, h, c, params):
+        return x @ params[1]  # (batch, input) @ (4H, H): does not fit
+
+    with pytest.raises(CheckFailure, match="two shapes do not fit"):
+        check_lstm_cell_backward(wrong_shapes)
+
+
+# correct answers written differently: none may be rejected
+
+
+def _backward_per_gate(dh_next, dc_next, x, h, c, params):
+    """One gate at a time with gate_params and F.linear; the blocks filled into preallocated
+    fused gradients."""
+    values, squashes = {}, {"i": torch.sigmoid, "f": torch.sigmoid, "g": torch.tanh}
+    squashes["o"] = torch.sigmoid
+    for gate in LSTM_GATES:
+        w_ih, w_hh, b_ih, b_hh = gate_params(params, gate)
+        values[gate] = squashes[gate](
+            functional.linear(x, w_ih, b_ih) + functional.linear(h, w_hh, b_hh)
+        )
+    i, f, g, o = (values[k] for k in LSTM_GATES)
+    t = torch.tanh(f * c + i * g)
+    d_c_next = dc_next + dh_next * o * (1 - t * t)
+    grads = {"i": d_c_next * g, "f": d_c_next * c, "g": d_c_next * i, "o": dh_next * t}
+    hidden = h.shape[1]
+    dx, dh = torch.zeros_like(x), torch.zeros_like(h)
+    dweight_ih, dweight_hh = torch.zeros_like(params[0]), torch.zeros_like(params[1])
+    dbias = torch.zeros_like(params[2])
+    for gate in LSTM_GATES:
+        v = values[gate]
+        da = grads[gate] * (1 - v * v if gate == "g" else v - v * v)
+        rows = gate_rows(hidden, gate)
+        w_ih, w_hh, _, _ = gate_params(params, gate)
+        dx = dx + da @ w_ih
+        dh = dh + da @ w_hh
+        dweight_ih[rows] = torch.einsum("bh,bi->hi", da, x)
+        dweight_hh[rows] = torch.einsum("bh,bk->hk", da, h)
+        dbias[rows] = da.sum(dim=0)
+    return dx, dh, d_c_next * f, dweight_ih, dweight_hh, dbias
+
+
+def _backward_through_sigmoid_of_twice(dh_next, dc_next, x, h, c, params):
+    """Plain ops: the tanh derivatives via sigmoid (tanh(a) = 2 sigmoid(2a) - 1), a list back."""
+    w_ih, w_hh, b_ih, b_hh = params
+    pre = torch.addmm(b_ih + b_hh, x, w_ih.t()) + h.mm(w_hh.t())
+    a_i, a_f, a_g, a_o = pre.chunk(4, dim=1)
+    i, f, o = (1 / (1 + torch.exp(-a)) for a in (a_i, a_f, a_o))
+    g = 2 * torch.sigmoid(2 * a_g) - 1
+    c_next = torch.addcmul(i * g, f, c)
+    s2 = torch.sigmoid(2 * c_next)
+    t = 2 * s2 - 1
+    d_c_next = dc_next + dh_next * o * 4 * s2 * (1 - s2)
+    s2g = (g + 1) / 2
+    da = torch.cat(
+        [
+            d_c_next * g * i * (1 - i),
+            d_c_next * c * f * (1 - f),
+            d_c_next * i * 4 * s2g * (1 - s2g),
+            dh_next * t * o * (1 - o),
+        ],
+        dim=1,
+    )
+    return [da.mm(w_ih), da.mm(w_hh), f * d_c_next, da.t().mm(x), da.t().mm(h), da.sum(0)]
+
+
+@pytest.mark.parametrize(
+    "backward", [_backward_per_gate, _backward_through_sigmoid_of_twice, _backward_by_hand()]
+)
+def test_lstm_cell_backward_written_differently_passes(backward, capsys):
+    check_lstm_cell_backward(backward)
+    check_lstm_cell_backward(backward, hidden=True)
+    out = capsys.readouterr().out
+    assert out.count("lstm_cell_backward: OK") == 2, out
+
+
+def test_lstm_cell_backward_check_is_independent_of_the_answer():
+    """The checks module holds no hand-written gradient: its reference is autograd through
+    PyTorch's cell, and its mistakes are autograd through cells built wrong."""
+    import inspect
+
+    from helpers.checks import lesson02
+
+    source = inspect.getsource(lesson02)
+    for formula in ("1 - t**2", "1 - g**2", "s * (1 - s)", "@ weight_ih", ".T @ x", "* f\n"):
+        assert formula not in source, formula
+
+
+def test_remember_gate_is_a_worked_example_not_a_graded_point():
+    from helpers.checks.lesson02 import EXERCISES
+
+    assert "remember_gate" not in EXERCISES
+    nb = nbformat.read(notebook_path("solutions", LESSON), as_version=4)
+    cells = [c for c in nb.cells if "def remember_gate(" in c.source]
+    assert len(cells) == 1 and "nbgrader" not in cells[0].metadata
+    assert not any("check_remember_gate" in c.source for c in nb.cells)
+    release = nbformat.read(notebook_path("lessons", LESSON), as_version=4)
+    assert any("return kept_ltm + learned" in c.source for c in release.cells)
+    points = {
+        c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"]
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+    }
+    assert points["lstm_cell_backward_check"] == max(points.values()) == 5
+    assert sum(points.values()) == 27
+
+
 # --------------------------------------------------------------------------- make check, end to end
 
 
@@ -765,7 +1020,7 @@ def test_make_check_passes_on_a_correct_notebook(tmp_path):
     result = _check_lesson(_mutated_solution(tmp_path, []))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(" passed\n") == 10, result.stdout
-    assert "total: 23/23 points\n" in result.stdout, result.stdout
+    assert "total: 27/27 points\n" in result.stdout, result.stdout
 
 
 @pytest.mark.slow

@@ -10,11 +10,13 @@ This module never writes the gate equations.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional
 
 from helpers.checks import remote
 from helpers.checks.core import (
@@ -28,6 +30,7 @@ from helpers.checks.core import (
     exercise_table,
     fail,
     report,
+    shape_text,
 )
 from helpers.experiments import LSTM, gradient_norms_through_time
 from helpers.lstm import GRU_GATES, LSTM_GATES, SATURATED, fix_gate, gate_rows, read_gates
@@ -291,7 +294,7 @@ def _lstm_inputs(case: Case, **extra) -> dict:
     return {"event": case.x, "stm": case.h, "ltm": case.c, "weight_ih": case.params[0], **extra}
 
 
-# --------------------------------------------------------------------------- the four gates
+# --------------------------------------------------------------------------- the gates
 
 
 def _check_forget_gate(forget_gate, *, sizes, seed: int) -> None:
@@ -377,43 +380,6 @@ def _check_learn_gate(learn_gate, *, sizes, seed: int) -> None:
             ),
         )
     report("learn_gate", len(sizes), worst, LSTM_CELL)
-
-
-def _check_remember_gate(remember_gate, *, sizes, seed: int) -> None:
-    """``remember_gate(kept_ltm, learned) -> new_ltm`` gives nn.LSTMCell's new cell state."""
-    worst = 0.0
-    for k, size in enumerate(sizes):
-        case = make_case(*size, seed=seed + k)
-        x, h, c, params = case.x, case.h, case.c, case.params
-        kept = _lstm(x, h, c, fix_gate(params, "g", 0.0))[1]  # f * ltm
-        learned = _lstm(x, h, torch.zeros_like(c), params)[1]  # i * g
-        inputs = {"kept_ltm": kept, "learned": learned}
-        got = call("remember_gate", remember_gate, kept, learned, inputs=inputs)
-        expected = _lstm(x, h, c, params)[1]
-        causes = [
-            Cause("the two parts were multiplied: the remember gate adds them.", kept * learned),
-            Cause("the learned part is missing: new LTM = kept LTM + learned.", kept),
-            Cause("the kept LTM is missing: new LTM = kept LTM + learned.", learned),
-            Cause("one part was subtracted: the remember gate adds them.", kept - learned),
-            Cause(
-                "a tanh was applied: the new LTM is the plain sum (the use gate squashes it "
-                "later).",
-                torch.tanh(kept + learned),
-            ),
-        ]
-        worst = max(
-            worst,
-            assert_close(
-                "remember_gate",
-                got,
-                expected,
-                inputs=inputs,
-                name="new LTM (batch, hidden)",
-                reference=LSTM_CELL,
-                causes=causes,
-            ),
-        )
-    report("remember_gate", len(sizes), worst, LSTM_CELL)
 
 
 def _use_gate_causes(new_ltm, x, h, params):
@@ -739,6 +705,424 @@ def _check_lstm_forward(lstm_forward, *, sizes, stacked_sizes, seed: int) -> Non
                 ),
             )
     report("lstm_forward", len(sizes) + len(stacked_sizes), worst, "torch.nn.LSTM (1 and 2 layers)")
+
+
+# --------------------------------------------------------------------------- the backward pass
+
+#: The six gradients ``lstm_cell_backward`` returns, in order.
+BACKWARD_NAMES = ("dx", "dh", "dc", "dweight_ih", "dweight_hh", "dbias")
+AUTOGRAD = "torch.autograd through torch.nn.LSTMCell"
+
+NO_TANH_PATH = (
+    "the gradient of the new LTM is only dc_next: the new STM is made from the new LTM too "
+    "(the use gate squashes it with tanh), so dh_next also reaches the new LTM through that "
+    "tanh, and the two contributions add up before going further back."
+)
+DC_NOT_THROUGH_F = (
+    "the returned dc is the gradient of the new LTM, not of the old one: on the way back from "
+    "the new LTM to the old one it passes the forget gate's product, which scales it unit by unit "
+    "by the forget gate."
+)
+DC_IS_DC_NEXT = (
+    "the returned dc is dc_next passed through: the gradient of the old LTM collects what "
+    "reaches the new LTM from both dc_next and dh_next (through the use gate's tanh), then "
+    "passes the forget gate's product."
+)
+SIGMOID_AS_TANH = (
+    "the sigmoid gates (i, f, o) were differentiated with tanh's derivative: a sigmoid's "
+    "derivative, written with its output, is a different expression (derive it from "
+    "sigmoid(a) = 1 / (1 + exp(-a)), as lesson 01 did for tanh)."
+)
+TANH_AS_SIGMOID = (
+    "the candidate g was differentiated with sigmoid's derivative: g is a tanh, and its "
+    "derivative is tanh's (lesson 01's RNN step has the same one)."
+)
+NO_SIGMOID_DERIVATIVE = (
+    "the sigmoid's derivative is missing for the gates i, f and o: between a gate's value and "
+    "its pre-activation the chain rule multiplies by the derivative of the sigmoid."
+)
+NO_TANH_DERIVATIVE = (
+    "the tanh's derivative is missing for the candidate g: between g and its pre-activation "
+    "the chain rule multiplies by the derivative of tanh."
+)
+BLOCKS_STACKED = (
+    "the gate blocks of dweight_ih, dweight_hh and dbias are stacked in the order {order}: the "
+    "fused layout is PyTorch's, i, f, g, o, so each gradient's rows line up with the rows of "
+    "its parameter."
+)
+DOUBLED_BIAS = (
+    "dbias adds up the gradients of both biases: bias_ih and bias_hh enter every gate the same "
+    "way, so their gradients are equal, and dbias is that one gradient, not the sum of the two."
+)
+AVERAGED = (
+    "the weight gradients are divided by the batch size: the loss adds up over the batch (one "
+    "term per sequence), so its gradients with respect to shared parameters add up too."
+)
+NO_DH_NEXT = (
+    "dh_next is not used: the new STM is an output of the step too, and what its upstream "
+    "gradient dh_next sends back must be part of every gradient."
+)
+NO_DC_NEXT = (
+    "dc_next is not used: the new LTM is an output of the step too (the next step reads it), "
+    "and its upstream gradient dc_next adds to what arrives at the new LTM through the new STM."
+)
+WEIGHT_TRANSPOSED = (
+    "{name} is transposed: a gradient has the shape and layout of its parameter, and PyTorch "
+    "stores {weight} as (out, in), one row per gate unit."
+)
+
+
+def _backward_case(batch: int, input_size: int, hidden_size: int, seed: int):
+    """A random LSTM step (``make_case``) and upstream gradients dh_next, dc_next."""
+    case = make_case(batch, input_size, hidden_size, seed)
+    g = torch.Generator().manual_seed(seed + 5000)
+    dh_next = torch.randn(batch, hidden_size, generator=g, dtype=F64)
+    dc_next = torch.randn(batch, hidden_size, generator=g, dtype=F64) * 0.8
+    return case, dh_next, dc_next
+
+
+def _leaves(case: Case) -> list[torch.Tensor]:
+    return [t.detach().clone().requires_grad_(True) for t in (case.x, case.h, case.c, *case.params)]
+
+
+def _gradients(loss_of, case: Case) -> dict:
+    """Autograd's gradients of the scalar ``loss_of(x, h, c, params)`` with respect to x, h, c,
+    weight_ih, weight_hh and bias_ih (= bias_hh's), by ``BACKWARD_NAMES``; zeros where no
+    gradient arrives."""
+    leaves = _leaves(case)
+    x, h, c, *params = leaves
+    grads = torch.autograd.grad(loss_of(x, h, c, tuple(params)), leaves, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads, strict=True)]
+    return dict(zip(BACKWARD_NAMES, grads[:6], strict=False))
+
+
+def _pre_activation(x, h, params):
+    """What PyTorch's LSTM cell feeds its gates, ``(batch, 4 * hidden)``: its two linear maps."""
+    w_ih, w_hh, b_ih, b_hh = params
+    return functional.linear(x, w_ih, b_ih) + functional.linear(h, w_hh, b_hh)
+
+
+def _from_pre_activation(pre, c):
+    """``(new_stm, new_ltm)`` of PyTorch's LSTM cell from given pre-activations ``pre`` and LTM
+    ``c``: ``torch.lstm_cell`` fed ``pre`` through an identity weight (no bias, no STM)."""
+    rows, hidden = pre.shape[1], c.shape[1]
+    eye = torch.eye(rows, dtype=pre.dtype)
+    none = torch.zeros(rows, hidden, dtype=pre.dtype)
+    return tuple(torch.lstm_cell(pre, (torch.zeros_like(c), c), eye, none))
+
+
+def _constant_blocks(pre, **values):
+    """``pre`` with the blocks of the named gates replaced by constants (no gradient)."""
+    hidden = pre.shape[1] // 4
+    blocks = []
+    for gate in LSTM_GATES:
+        block = pre[:, gate_rows(hidden, gate)]
+        blocks.append(torch.full_like(block.detach(), values[gate]) if gate in values else block)
+    return torch.cat(blocks, dim=1)
+
+
+def _reordered_blocks(tensor, order, dim):
+    """The gate blocks of ``tensor`` along ``dim`` taken in ``order`` (names of LSTM_GATES)."""
+    hidden = tensor.shape[dim] // 4
+    return torch.cat(
+        [tensor.narrow(dim, gate_rows(hidden, gate).start, hidden) for gate in order], dim=dim
+    )
+
+
+class _BentGradient(torch.autograd.Function):
+    """The identity on the pre-activations, whose backward pass multiplies the gradient by
+    ``factor``: the gradient a cell gets when a squashing function's derivative is replaced."""
+
+    @staticmethod
+    def forward(ctx, pre, factor):
+        ctx.save_for_backward(factor)
+        return pre.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (factor,) = ctx.saved_tensors
+        return grad * factor, None
+
+
+def _derivative(squash, pre):
+    """The derivative of ``squash`` at ``pre``, elementwise, as autograd computes it."""
+    a = pre.detach().clone().requires_grad_(True)
+    return torch.autograd.grad(squash(a).sum(), a)[0]
+
+
+def _bent_factor(pre, sigmoid_rows=None, tanh_rows=None):
+    """Per pre-activation: the mistaken derivative over the true one. ``sigmoid_rows`` and
+    ``tanh_rows`` map a squashed value to the derivative the mistake uses (None: unchanged)."""
+    pre = pre.detach()
+    hidden = pre.shape[1] // 4
+    factor = torch.ones_like(pre)
+    for gate in LSTM_GATES:
+        rows = gate_rows(hidden, gate)
+        squash, mistaken = (torch.tanh, tanh_rows) if gate == "g" else (torch.sigmoid, sigmoid_rows)
+        if mistaken is not None:
+            a = pre[:, rows]
+            factor[:, rows] = mistaken(squash(a)) / _derivative(squash, a)
+    return factor
+
+
+def _upstream_loss(dh_next, dc_next, step):
+    """``<dh_next, new_stm> + <dc_next, new_ltm>`` of ``step(x, h, c, params)``."""
+
+    def loss(x, h, c, params):
+        new_stm, new_ltm = step(x, h, c, params)
+        return (new_stm * dh_next).sum() + (new_ltm * dc_next).sum()
+
+    return loss
+
+
+def backward_reference(case: Case, dh_next, dc_next) -> dict:
+    """The gradients of one LSTM step by autograd through PyTorch's cell (``torch.lstm_cell``)."""
+    return _gradients(_upstream_loss(dh_next, dc_next, _lstm), case)
+
+
+def _bent_step(factor_of):
+    def step(x, h, c, params):
+        pre = _pre_activation(x, h, params)
+        return _from_pre_activation(_BentGradient.apply(pre, factor_of(pre)), c)
+
+    return step
+
+
+def _reordered_step(order):
+    """A cell that reads its gates i, f, g, o from the blocks of rows named by ``order``."""
+    hidden_order = [LSTM_GATES[order.index(gate)] for gate in LSTM_GATES]
+
+    def step(x, h, c, params):
+        pre = _reordered_blocks(_pre_activation(x, h, params), hidden_order, dim=1)
+        return _from_pre_activation(pre, c)
+
+    return step
+
+
+def _no_tanh_path(dh_next, dc_next):
+    """The loss whose gradients skip the path from the new LTM through tanh to the new STM."""
+
+    def loss(x, h, c, params):
+        pre = _pre_activation(x, h, params)
+        new_ltm = _from_pre_activation(pre, c)[1]
+        # forget gate open and candidate zero: the cell's new LTM is the one given, here a
+        # constant, so only the output gate's path to the new STM is left
+        open_only = _constant_blocks(pre, f=SATURATED, g=0.0)
+        new_stm = _from_pre_activation(open_only, new_ltm.detach())[0]
+        return (new_stm * dh_next).sum() + (new_ltm * dc_next).sum()
+
+    return loss
+
+
+def _gradient_at_new_ltm(case: Case, dh_next, dc_next):
+    """The gradient of the upstream loss with respect to the new LTM itself."""
+    with torch.no_grad():
+        pre = _pre_activation(case.x, case.h, case.params)
+        new_ltm = _lstm(case.x, case.h, case.c, case.params)[1]
+    at = new_ltm.clone().requires_grad_(True)
+    new_stm = _from_pre_activation(_constant_blocks(pre, f=SATURATED, g=0.0), at)[0]
+    loss = (new_stm * dh_next).sum() + (at * dc_next).sum()
+    return torch.autograd.grad(loss, at)[0]
+
+
+def _backward_variants(case: Case, dh_next, dc_next) -> list[tuple[str, dict]]:
+    """The usual wrong answers of ``lstm_cell_backward``, as ``(message, {name: value})``,
+    each made by autograd through a cell built wrong in that way (or from autograd's answer)."""
+    right = backward_reference(case, dh_next, dc_next)
+    batch = case.x.shape[0]
+
+    def replaced(**changes):
+        return {**right, **changes}
+
+    no_tanh = _gradients(_no_tanh_path(dh_next, dc_next), case)
+    variants = [
+        (NO_TANH_PATH, no_tanh),
+        (DC_NOT_THROUGH_F, replaced(dc=_gradient_at_new_ltm(case, dh_next, dc_next))),
+        (DC_IS_DC_NEXT, {**no_tanh, "dc": dc_next}),
+        (DC_IS_DC_NEXT, replaced(dc=dc_next)),
+    ]
+    for message, sigmoid_rows, tanh_rows in (
+        (SIGMOID_AS_TANH, lambda s: 1 - s**2, None),
+        (TANH_AS_SIGMOID, None, lambda t: t * (1 - t)),
+        (SIGMOID_AS_TANH + " " + TANH_AS_SIGMOID, lambda s: 1 - s**2, lambda t: t * (1 - t)),
+        (NO_SIGMOID_DERIVATIVE, lambda s: torch.ones_like(s), None),
+        (NO_TANH_DERIVATIVE, None, lambda t: torch.ones_like(t)),
+    ):
+        step = _bent_step(lambda pre, s=sigmoid_rows, t=tanh_rows: _bent_factor(pre, s, t))
+        variants.append((message, _gradients(_upstream_loss(dh_next, dc_next, step), case)))
+    for message, order in ((ORDER_IFOG, "ifog"), (ORDER_IGFO, "igfo"), (SWAPPED_FI, "figo")):
+        step = _reordered_step(tuple(order))
+        variants.append((message, _gradients(_upstream_loss(dh_next, dc_next, step), case)))
+        stacked = {
+            name: _reordered_blocks(right[name], tuple(order), dim=0)
+            for name in ("dweight_ih", "dweight_hh", "dbias")
+        }
+        variants.append((BLOCKS_STACKED.format(order=", ".join(order)), replaced(**stacked)))
+    variants += [
+        (DOUBLED_BIAS, replaced(dbias=2 * right["dbias"])),
+        (NO_DH_NEXT, _gradients(_upstream_loss(torch.zeros_like(dh_next), dc_next, _lstm), case)),
+        (NO_DC_NEXT, _gradients(_upstream_loss(dh_next, torch.zeros_like(dc_next), _lstm), case)),
+    ]
+    if batch > 1:
+        variants.append(
+            (
+                AVERAGED,
+                replaced(**{n: right[n] / batch for n in ("dweight_ih", "dweight_hh", "dbias")}),
+            )
+        )
+    return variants
+
+
+def _backward_shape_cause(name, shape, want) -> str:
+    """What a wrong shape of gradient ``name`` most likely means."""
+    weight = name[1:]
+    if name.startswith("dweight") and len(shape) == 2 and shape == want[::-1]:
+        return WEIGHT_TRANSPOSED.format(name=name, weight=weight)
+    if name.startswith("dweight") and len(shape) == 2 and shape[0] * 4 == want[0]:
+        return (
+            f"{name} has one gate's rows: the fused layout stacks the four gate blocks i, f, g, o "
+            f"into one (4 * hidden, ...) gradient, like {weight}."
+        )
+    if name == "dbias" and len(shape) == 2 and shape[-1] == want[0]:
+        return (
+            "dbias keeps the batch dimension: a bias is added to every row of the batch, so its "
+            "gradient collects all rows, shape (4 * hidden,)."
+        )
+    if name == "dbias" and shape == (want[0] // 4,):
+        return "dbias has one gate's block: it holds the four gate blocks i, f, g, o stacked."
+    if name == "dbias" and shape == (2 * want[0],):
+        return DOUBLED_BIAS
+    return (
+        "a gradient has the shape of what it is the gradient of: dx like x, dh like h, dc like c, "
+        "dweight_ih like weight_ih (4 * hidden, input), dweight_hh like weight_hh (4 * hidden, "
+        "hidden), dbias like bias_ih (4 * hidden,)."
+    )
+
+
+def _quiet(failure: CheckFailure) -> CheckFailure:
+    """The failure without the expected value (nor the learner's, from which it follows)."""
+    return CheckFailure(re.sub(r", got \S+, expected \S+ \(", " (", str(failure)))
+
+
+def _assert_gradient(exercise, got, expected, **kwargs) -> float:
+    try:
+        return assert_close(exercise, got, expected, **kwargs)
+    except CheckFailure as failure:
+        raise _quiet(failure) from None
+
+
+def _all_gradients_close(exercise, got, expected, inputs) -> float | None:
+    """One comparison of all six answers when they are plain tensors of the right dtype and
+    shape; ``None`` when they are not or do not all match (then they are compared one by one)."""
+    for g, e in zip(got, expected, strict=True):
+        if type(g) is not torch.Tensor or g.dtype != e.dtype or tuple(g.shape) != tuple(e.shape):
+            return None
+        if g.device != e.device:
+            return None
+    try:
+        return assert_close(
+            exercise,
+            torch.cat([g.detach().reshape(-1) for g in got]),
+            torch.cat([e.reshape(-1) for e in expected]),
+            inputs=inputs,
+            reference=AUTOGRAD,
+        )
+    except CheckFailure:
+        return None
+
+
+def _compare_backward(exercise, got, expected: dict, variants, inputs) -> float:
+    expected_list = [expected[n] for n in BACKWARD_NAMES]
+    for name, g, e in zip(BACKWARD_NAMES, got, expected_list, strict=True):
+        if type(g) is torch.Tensor and tuple(g.shape) != tuple(e.shape):
+            fail(
+                exercise,
+                f"{name} has shape {shape_text(g)}, expected {shape_text(e)}",
+                inputs,
+                _backward_shape_cause(name, tuple(g.shape), tuple(e.shape)),
+            )
+    worst = _all_gradients_close(exercise, got, expected_list, inputs)
+    if worst is not None:
+        return worst
+    found = variants()
+    worst = 0.0
+    for name, g, e in zip(BACKWARD_NAMES, got, expected_list, strict=True):
+        causes = [Cause(message, outputs[name]) for message, outputs in found]
+        worst = max(
+            worst,
+            _assert_gradient(
+                exercise,
+                g,
+                e,
+                inputs=inputs,
+                name=f"{name} {shape_text(e)}",
+                reference=AUTOGRAD,
+                causes=causes,
+            ),
+        )
+    return worst
+
+
+def _check_lstm_cell_backward(lstm_cell_backward, *, sizes, seed: int) -> None:
+    """``lstm_cell_backward(dh_next, dc_next, x, h, c, params) -> (dx, dh, dc, dweight_ih,
+    dweight_hh, dbias)`` equals torch.autograd through ``nn.LSTMCell`` (float64, 1e-10).
+
+    ``sizes`` holds ``(batch, input_size, hidden_size)``. The loss is ``<dh_next, new_stm> +
+    <dc_next, new_ltm>``, so autograd's gradients of it are what the exercise computes. The
+    learner's function is only called and its answers compared (it may run in another process).
+    """
+    exercise = "lstm_cell_backward"
+    worst = 0.0
+    for k, size in enumerate(sizes):
+        case, dh_next, dc_next = _backward_case(*size, seed=seed + k)
+        inputs = {
+            "dh_next": dh_next,
+            "dc_next": dc_next,
+            "x": case.x,
+            "h": case.h,
+            "c": case.c,
+            "weight_ih": case.params[0],
+        }
+        try:
+            got = call(
+                exercise,
+                lstm_cell_backward,
+                dh_next,
+                dc_next,
+                case.x,
+                case.h,
+                case.c,
+                case.params,
+                inputs=inputs,
+                expect=(RuntimeError,),
+            )
+        except RuntimeError as exc:
+            fail(
+                exercise,
+                f"raised RuntimeError: {exc}",
+                inputs,
+                "two shapes do not fit: write down the shape of every intermediate gradient "
+                "(each has the shape of its value) and of the fused weights (4 * hidden, ...).",
+            )
+        if not isinstance(got, tuple | list) or len(got) != len(BACKWARD_NAMES):
+            fail(
+                exercise,
+                f"should return a tuple ({', '.join(BACKWARD_NAMES)}), got "
+                + (f"{len(got)} values" if isinstance(got, tuple | list) else type(got).__name__),
+                inputs,
+            )
+        expected = backward_reference(case, dh_next, dc_next)
+        worst = max(
+            worst,
+            _compare_backward(
+                exercise,
+                list(got),
+                expected,
+                lambda case=case, dh=dh_next, dc=dc_next: _backward_variants(case, dh, dc),
+                inputs,
+            ),
+        )
+    report(exercise, len(sizes), worst, AUTOGRAD)
 
 
 # --------------------------------------------------------------------------- GRU
@@ -1193,7 +1577,6 @@ def _cell_exercise(name: str, check, seed: int, **hidden) -> Exercise:
 EXERCISES = exercise_table(
     _cell_exercise("forget_gate", _check_forget_gate, seed=0),
     _cell_exercise("learn_gate", _check_learn_gate, seed=10),
-    _cell_exercise("remember_gate", _check_remember_gate, seed=20),
     _cell_exercise("use_gate", _check_use_gate, seed=30),
     _cell_exercise("lstm_cell", _check_lstm_cell, seed=40),
     Exercise(
@@ -1212,6 +1595,7 @@ EXERCISES = exercise_table(
             "seed": 1500,
         },
     ),
+    _cell_exercise("lstm_cell_backward", _check_lstm_cell_backward, seed=80),
     Exercise(
         "ltm_gradient_answers",
         "check_ltm_gradient_answers",
@@ -1235,11 +1619,11 @@ EXERCISES = exercise_table(
 
 check_forget_gate = EXERCISES["forget_gate"].checker()
 check_learn_gate = EXERCISES["learn_gate"].checker()
-check_remember_gate = EXERCISES["remember_gate"].checker()
 check_use_gate = EXERCISES["use_gate"].checker()
 check_lstm_cell = EXERCISES["lstm_cell"].checker()
 check_lstm_forward = EXERCISES["lstm_forward"].checker()
 check_ltm_gradient_answers = EXERCISES["ltm_gradient_answers"].checker()
+check_lstm_cell_backward = EXERCISES["lstm_cell_backward"].checker()
 check_gru_cell = EXERCISES["gru_cell"].checker()
 check_peephole_lstm_cell = EXERCISES["peephole_lstm_cell"].checker()
 check_lstm_param_count = EXERCISES["lstm_param_count"].checker()
