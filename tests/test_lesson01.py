@@ -288,9 +288,9 @@ def test_rnn_cell_backward_written_differently_passes(kind):
         ("tanh of h_next", "h_next is already tanh"),
         ("not squared", "not 1 - h_next"),
         ("sigmoid derivative", "sigmoid's derivative"),
-        ("dx transposed", "transposes flip"),
+        ("dx transposed", "shapes of a product do not fit"),
         ("dh transposed", "dh multiplies by weight_hh.T"),
-        ("dh without weight", "dh must go back through weight_hh"),
+        ("dh without weight", "dh skips the recurrent weights"),
         ("dweight_ih transposed", "dweight_ih is transposed"),
         ("dweight_hh transposed", "dweight_hh is transposed"),
         ("dweight_hh with h_next", "dweight_hh uses h_next"),
@@ -554,3 +554,62 @@ def test_gru_quiz_mistakes_are_named_without_the_answer(answer, message):
     with pytest.raises(CheckFailure, match=message) as info:
         check_gru_quiz(answer)
     assert "(1, 3, 20)" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# what a learner may read: the method, never the answer's formulas
+
+
+_ANSWER_TEXT = (
+    "da @",
+    "da.T",
+    "da.sum",
+    "1 - h_next**2",
+    "1 - h_next ** 2",
+    "(1 - h",
+    "1 - h_t",
+    "num_layers * num_directions",
+    "num_directions",
+    "@ weight_hh)",
+    "dh = ",
+    "diag(1",
+)
+
+
+def _learner_text():
+    """Everything of the released lesson a learner reads (markdown, code, docstrings), and the
+    checks' source, whose messages a learner sees."""
+    import json
+    from pathlib import Path
+
+    import helpers.checks.lesson01 as module
+
+    nb = json.loads(notebook_path("lessons", LESSON).read_text())
+    cells = "\n".join("".join(c["source"]) for c in nb["cells"])
+    return {"lesson": cells, "checks": Path(module.__file__).read_text()}
+
+
+def test_no_answer_formula_in_what_a_learner_reads():
+    for where, text in _learner_text().items():
+        for piece in _ANSWER_TEXT:
+            assert piece not in text, (where, piece)
+
+
+@pytest.mark.parametrize(
+    "kind", ["no derivative", "dh without weight", "dweight_hh with h_next", "dbias doubled"]
+)
+def test_backward_messages_print_no_formula(kind):
+    with pytest.raises(CheckFailure) as info:
+        check_rnn_cell_backward(_cell_backward(kind))
+    text = str(info.value).split("likely cause:")[-1]
+    for piece in ("@", ".T", "sum(", "**"):
+        assert piece not in text, (kind, piece, text)
+
+
+def test_worked_example_and_hints_are_in_the_lesson():
+    text = _learner_text()["lesson"]
+    assert "Worked example: the backward pass of a linear layer" in text
+    hints = [text.index(f"<summary>Hint {k}</summary>") for k in (1, 2, 3)]
+    assert hints == sorted(hints)
+    assert "just below 1" not in text
+    assert "hidden_state_shape` with the right settings" not in text

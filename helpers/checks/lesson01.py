@@ -4,6 +4,7 @@ torch.autograd (back-propagation through time) and torch.nn.utils.clip_grad_norm
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from helpers.checks import remote
@@ -301,9 +302,9 @@ _BACKWARD_NAMES = ("dx", "dh", "dweight_ih", "dweight_hh", "dbias")
 _BPTT_NAMES = ("dx", "dh0", "dweight_ih", "dweight_hh", "dbias")
 
 _TRANSPOSES = (
-    "in the backward pass the transposes flip: the forward pass computes x @ weight_ih.T, so "
-    "dx = da @ weight_ih and dweight_ih = da.T @ x, shaped (hidden, input) like weight_ih "
-    "(likewise h and weight_hh)."
+    "the shapes of a product do not fit: write down each factor's shape and keep the only "
+    "arrangement that gives the gradient's shape (a gradient has the shape of what it is the "
+    "gradient of; the linear layer's worked example above shows the rule for each product)."
 )
 
 
@@ -337,16 +338,12 @@ def _backward_shapes(exercise, got, expected, names, inputs):
             cause = (
                 f"{name} is transposed: a gradient has its parameter's shape, and PyTorch stores "
                 f"{weight} as (out, in) = "
-                + (
-                    "(hidden, input), so dweight_ih = da.T @ x."
-                    if name == "dweight_ih"
-                    else "(hidden, hidden), so dweight_hh = da.T @ h."
-                )
+                + ("(hidden, input)." if name == "dweight_ih" else "(hidden, hidden).")
             )
         elif name == "dbias" and len(shape) == 2 and shape[-1] == want[0]:
             cause = (
-                "dbias keeps the batch dimension: the bias is added to every row, so its "
-                "gradient is summed over the batch, da.sum(0), shape (hidden,)."
+                "dbias keeps the batch dimension: the bias is added to every row of the batch, "
+                "so its gradient is summed over the batch, shape (hidden,)."
             )
         fail(
             exercise,
@@ -356,88 +353,134 @@ def _backward_shapes(exercise, got, expected, names, inputs):
         )
 
 
-def _cell_backward_variants(dh_next, x, h, h_next, w_ih, w_hh):
-    """The usual wrong gradients of one step, as ``(message, {output name: value})``."""
+# The named mistakes below are not written as formulas: every wrong gradient is autograd's own
+# result transformed (a transpose, a division, a doubling), or autograd through a deliberately
+# wrong forward pass (a step without tanh, a weight used untransposed, the wrong state).
 
-    def grads(da, *, dx=None, dh=None, dw_ih=None, dw_hh=None, db=None):
-        return {
-            "dx": da @ w_ih if dx is None else dx,
-            "dh": da @ w_hh if dh is None else dh,
-            "dweight_ih": da.T @ x if dw_ih is None else dw_ih,
-            "dweight_hh": da.T @ h if dw_hh is None else dw_hh,
-            "dbias": da.sum(0) if db is None else db,
-        }
 
-    da = dh_next * (1 - h_next**2)
+def _leaves(*tensors):
+    return [t.detach().clone().requires_grad_(True) for t in tensors]
+
+
+def _linear_grads(da, x, h, w_ih, w_hh, *, x_term=F.linear, h_term=F.linear):
+    """Autograd's gradients of the step's linear part (before tanh) for the upstream ``da``,
+    as ``{output name: value}``. ``x_term`` / ``h_term`` replace how an input meets its weight
+    (a wrong forward pass gives the gradients of that mistake)."""
+    leaves = _leaves(x, h, w_ih, w_hh, torch.zeros_like(w_hh[0]))
+    with torch.enable_grad():
+        pre = x_term(leaves[0], leaves[2]) + h_term(leaves[1], leaves[3]) + leaves[4]
+        grads = torch.autograd.grad((pre * da).sum(), leaves)
+    return dict(zip(_BACKWARD_NAMES, grads, strict=True))
+
+
+def _untransposed(inp, weight):
+    """The input times the weight as it is stored (a forward pass that forgot the transpose)."""
+    return F.linear(inp, weight.T)
+
+
+def _tanh_slope_times(upstream, at):
+    """Autograd's gradient through tanh evaluated where tanh's output is ``at`` (|at| < 1)."""
+    (z,) = _leaves(torch.atanh(at))
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad((torch.tanh(z) * upstream).sum(), z)
+    return grad
+
+
+def _tanh_grad_at_input(upstream, z):
+    """Autograd's gradient through tanh applied to ``z`` itself."""
+    (leaf,) = _leaves(z)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad((torch.tanh(leaf) * upstream).sum(), leaf)
+    return grad
+
+
+def _cell_backward_variants(dh_next, x, h, h_next, w_ih, w_hh, da, expected):
+    """The usual wrong gradients of one step, as ``(message, {output name: value})``.
+
+    ``da`` is autograd's gradient of the pre-activation and ``expected`` autograd's five
+    gradients; ``h`` is a genuine hidden state (|h| < 1)."""
+    right = dict(zip(_BACKWARD_NAMES, expected, strict=True))
+
+    def but(**changes):
+        return {**right, **changes}
+
     batch = x.shape[0]
     variants = [
         (
-            "the tanh derivative is missing: multiply dh_next by (1 - h_next**2) first, and use "
-            "that da for every gradient.",
-            grads(dh_next),
+            "the tanh derivative is missing: the gradient must pass back through tanh before it "
+            "reaches the matrix products, and every one of the five gradients uses that.",
+            _linear_grads(dh_next, x, h, w_ih, w_hh),
         ),
         (
-            "the tanh derivative uses h, the previous state: tanh'(a) = 1 - tanh(a)**2 = "
-            "1 - h_next**2, with h_next the state this step produced.",
-            grads(dh_next * (1 - h**2)),
+            "the tanh derivative uses h, the previous state: tanh's slope belongs to this step's "
+            "own pre-activation, whose tanh is h_next.",
+            _linear_grads(_tanh_slope_times(dh_next, h), x, h, w_ih, w_hh),
         ),
         (
-            "h_next is already tanh(a): its derivative is 1 - h_next**2, not 1 - tanh(h_next)**2.",
-            grads(dh_next * (1 - torch.tanh(h_next) ** 2)),
+            "h_next is already tanh(a): written with tanh's output, the derivative takes h_next "
+            "as it is, not tanh(h_next).",
+            _linear_grads(_tanh_grad_at_input(dh_next, h_next), x, h, w_ih, w_hh),
         ),
         (
-            "the tanh derivative is 1 - h_next**2 (squared), not 1 - h_next.",
-            grads(dh_next * (1 - h_next)),
+            "the tanh derivative is wrong: it is not 1 - h_next. Differentiate tanh(a) again "
+            "and write the result with tanh(a) itself.",
+            _linear_grads(da / (1 + h_next), x, h, w_ih, w_hh),
         ),
         (
-            "that is sigmoid's derivative, s * (1 - s); tanh's is 1 - h_next**2.",
-            grads(dh_next * h_next * (1 - h_next)),
+            "that is sigmoid's derivative written with its output; tanh's derivative is another "
+            "one: derive it.",
+            _linear_grads(da * h_next / (1 + h_next), x, h, w_ih, w_hh),
         ),
         (
-            "dh must go back through weight_hh: dh = da @ weight_hh.",
-            grads(da, dh=da),
+            "dh skips the recurrent weights: the previous state reaches the pre-activation only "
+            "through weight_hh, so its gradient must come back through weight_hh too.",
+            but(dh=da),
         ),
         (
-            "dweight_hh uses h_next: the weight multiplies the previous state h, so "
-            "dweight_hh = da.T @ h.",
-            grads(da, dw_hh=da.T @ h_next),
+            "dweight_hh uses h_next: weight_hh multiplies the previous state h, not the state "
+            "this step produces.",
+            but(dweight_hh=_linear_grads(da, x, h_next, w_ih, w_hh)["dweight_hh"]),
         ),
         (
             "the weight gradients are averaged over the batch: the loss adds up over the batch, "
             "so its gradients do too (no division by the batch size).",
-            grads(da, dw_ih=da.T @ x / batch, dw_hh=da.T @ h / batch, db=da.sum(0) / batch),
+            but(
+                dweight_ih=right["dweight_ih"] / batch,
+                dweight_hh=right["dweight_hh"] / batch,
+                dbias=right["dbias"] / batch,
+            ),
         ),
         (
-            "dbias adds the gradients of both biases: each of bias_ih and bias_hh gets da.sum(0) "
-            "on its own (they enter the sum the same way), and dbias is that one gradient.",
-            grads(da, db=2 * da.sum(0)),
+            "dbias adds the gradients of both biases: bias_ih and bias_hh each have their own "
+            "gradient, equal to the other's, and dbias is that one gradient, not their sum.",
+            but(dbias=2 * right["dbias"]),
         ),
     ]
     # mistakes the shapes only hide when a matrix is square
     if w_hh.shape[0] == w_hh.shape[1]:
         variants += [
             (
-                "dh multiplies by weight_hh.T: the forward pass computes h @ weight_hh.T, so the "
-                "backward pass multiplies by weight_hh (no transpose).",
-                grads(da, dh=da @ w_hh.T),
+                "dh multiplies by weight_hh.T: the forward pass already used the transpose; "
+                "in the backward pass the shapes decide (see the worked example's dx).",
+                but(dh=_linear_grads(da, x, h, w_ih, w_hh, h_term=_untransposed)["dh"]),
             ),
             (
-                "dweight_hh is transposed: PyTorch stores weights (out, in), so "
-                "dweight_hh = da.T @ h (row i for hidden unit i), not h.T @ da.",
-                grads(da, dw_hh=h.T @ da),
+                "dweight_hh is transposed: PyTorch stores weights (out, in), and a gradient has "
+                "its parameter's layout: row i belongs to hidden unit i.",
+                but(dweight_hh=right["dweight_hh"].T),
             ),
         ]
     if w_ih.shape[0] == w_ih.shape[1]:
         variants += [
             (
-                "dx multiplies by weight_ih.T: the forward pass computes x @ weight_ih.T, so the "
-                "backward pass multiplies by weight_ih (no transpose).",
-                grads(da, dx=da @ w_ih.T),
+                "dx multiplies by weight_ih.T: the forward pass already used the transpose; "
+                "in the backward pass the shapes decide (see the worked example's dx).",
+                but(dx=_linear_grads(da, x, h, w_ih, w_hh, x_term=_untransposed)["dx"]),
             ),
             (
-                "dweight_ih is transposed: PyTorch stores weights (out, in), so "
-                "dweight_ih = da.T @ x, not x.T @ da.",
-                grads(da, dw_ih=x.T @ da),
+                "dweight_ih is transposed: PyTorch stores weights (out, in), and a gradient has "
+                "its parameter's layout: row i belongs to hidden unit i.",
+                but(dweight_ih=right["dweight_ih"].T),
             ),
         ]
     return variants
@@ -503,11 +546,13 @@ def _check_rnn_cell_backward(rnn_cell_backward, *, sizes, seed: int) -> None:
     """``rnn_cell_backward`` equals torch.autograd through ``nn.RNNCell`` (float64, 1e-10).
 
     ``sizes`` holds ``(batch, input_size, hidden_size)``. The loss is ``(h_next * dh_next).sum()``,
-    so autograd's gradients of it are exactly what the exercise computes.
+    so autograd's gradients of it are exactly what the exercise computes. The previous state is
+    a genuine tanh RNN state (every entry between -1 and 1).
     """
     worst = 0.0
     for i, (batch, input_size, hidden_size) in enumerate(sizes):
         ref, x, h, params = _rnn_case(batch, input_size, hidden_size, seed + i)
+        h = torch.tanh(h)
         g = torch.Generator().manual_seed(seed + 1000 + i)
         dh_next = torch.randn(batch, hidden_size, generator=g, dtype=F64)
         x_leaf, h_leaf = x.clone().requires_grad_(True), h.clone().requires_grad_(True)
@@ -528,8 +573,14 @@ def _check_rnn_cell_backward(rnn_cell_backward, *, sizes, seed: int) -> None:
             _BACKWARD_NAMES,
         )
 
-        def variants(dh_next=dh_next, x=x, h=h, h_next=h_next, w_ih=w_ih, w_hh=w_hh):
-            return _cell_backward_variants(dh_next, x, h, h_next, w_ih, w_hh)
+        def variants(dh_next=dh_next, x=x, h=h, h_next=h_next, params=params, expected=expected):
+            # autograd's gradient of the pre-activation, the start of every named mistake
+            (pre,) = _leaves(F.linear(x, params[0], params[2]) + F.linear(h, params[1], params[3]))
+            with torch.enable_grad():
+                (da,) = torch.autograd.grad((torch.tanh(pre) * dh_next).sum(), pre)
+            return _cell_backward_variants(
+                dh_next, x, h, h_next, params[0], params[1], da, expected
+            )
 
         worst = max(
             worst,
@@ -546,72 +597,131 @@ def _check_rnn_cell_backward(rnn_cell_backward, *, sizes, seed: int) -> None:
     report("rnn_cell_backward", len(sizes), worst, "torch.autograd")
 
 
-def _bptt_variant(doutput, x, h0, output, w_ih, w_hh, mistake):
-    """Back-propagation through time done wrong in one usual way, to recognise that mistake.
+def _unrolled(doutput, x, h0, params, *, carry=True, last_only=False, through_tanh=True):
+    """Autograd through the RNN unrolled step by step, each step with its own copy of the
+    weights, so that each step's share of a weight gradient can be read.
 
-    ``mistake`` is one of ``_BPTT_MISTAKES``' names: there is no right way through this function.
+    ``carry=False`` cuts the graph between steps; ``last_only`` keeps only the last step's
+    output in the loss; ``through_tanh=False`` lets the gradient pass tanh unchanged (same
+    values). Returns ``{"dx", "dh0", "shares": [(dw_ih, dw_hh, db) per step], "da": (batch,
+    seq, hidden), "dstate0": the gradient reaching the first output step}``.
     """
-    if mistake not in {name for name, _ in _BPTT_MISTAKES}:
-        raise ValueError(f"unknown mistake {mistake!r}")
     seq = x.shape[1]
-    dx = [None] * seq
-    totals = [torch.zeros_like(w_ih), torch.zeros_like(w_hh), torch.zeros_like(h0[0])]
-    shares = {}
-    carried = torch.zeros_like(h0)
-    dh0 = carried
-    steps = range(seq) if mistake == "forward order" else reversed(range(seq))
-    for t in steps:
-        h_next = output[:, t]
+    x_leaf, h0_leaf = _leaves(x, h0)
+    copies = [_leaves(*params[:3]) for _ in range(seq)]
+    pres, states = [], []
+    with torch.enable_grad():
+        h, loss = h0_leaf, 0
+        for t in range(seq):
+            w_ih, w_hh, b = copies[t]
+            prev = h if carry or t == 0 else h.detach()
+            pre = F.linear(x_leaf[:, t], w_ih, b) + F.linear(prev, w_hh, params[3])
+            pres.append(pre)
+            h = pre.tanh() if through_tanh else pre - pre.detach() + pre.detach().tanh()
+            states.append(h)
+            if not last_only or t == seq - 1:
+                loss = loss + (h * doutput[:, t]).sum()
+        flat = [x_leaf, h0_leaf, *(w for c in copies for w in c), *pres, states[0]]
+        grads = torch.autograd.grad(loss, flat, allow_unused=True)
+    shares = [tuple(grads[2 + 3 * t : 5 + 3 * t]) for t in range(seq)]
+    das = grads[2 + 3 * seq : 2 + 4 * seq]
+    return {
+        "dx": grads[0],
+        "dh0": grads[1] if grads[1] is not None else torch.zeros_like(h0),
+        "shares": shares,
+        "da": torch.stack(das, dim=1),
+        "dstate0": grads[-1],
+    }
+
+
+def _summed(result):
+    totals = [sum(share[k] for share in result["shares"]) for k in range(3)]
+    return dict(zip(_BPTT_NAMES, (result["dx"], result["dh0"], *totals), strict=True))
+
+
+def _weight_grad_from(inputs, da, weight):
+    """Autograd's gradient of ``weight`` when it multiplies ``inputs`` (batch, seq, features)
+    at every step and the pre-activations receive ``da``: a forward pass with the wrong state."""
+    (leaf,) = _leaves(weight)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad((F.linear(inputs, leaf) * da).sum(), leaf)
+    return grad
+
+
+def _step_from_autograd(upstream, x_t, h_prev, h_next, w_ih, w_hh):
+    """One step's five gradients, from autograd: through tanh at ``h_next``, then the products."""
+    grads = _linear_grads(_tanh_slope_times(upstream, h_next), x_t, h_prev, w_ih, w_hh)
+    return [grads[name] for name in _BACKWARD_NAMES]
+
+
+def _forward_order(doutput, x, h0, output, w_ih, w_hh):
+    """A loop that visits the steps first to last, carrying each step's dh into the next one."""
+    seq = x.shape[1]
+    carried, dx, totals, dh0 = torch.zeros_like(h0), [], 0, None
+    for t in range(seq):
         h_prev = output[:, t - 1] if t > 0 else h0
-        if mistake == "prev is current":
-            h_prev = h_next
-        elif mistake == "h0 everywhere":
-            h_prev = h0
-        if mistake == "no carry":
-            upstream = doutput[:, t]
-        elif mistake == "last doutput only":
-            upstream = carried + (doutput[:, t] if t == seq - 1 else 0)
-        else:
-            upstream = doutput[:, t] + carried
-        da = upstream if mistake == "no derivative" else upstream * (1 - h_next**2)
-        dx[t] = da @ w_ih
-        shares[t] = (da.T @ x[:, t], da.T @ h_prev, da.sum(0))
-        totals = [a + b for a, b in zip(totals, shares[t], strict=True)]
-        carried = da @ w_hh
-        if t == 0:
-            dh0 = upstream if mistake == "dh0 before step 0" else carried
-    if mistake == "last step only":
-        totals = list(shares[seq - 1])
-    elif mistake == "first step only":
-        totals = list(shares[0])
-    dx = torch.stack(dx, dim=1)
-    if mistake == "dx reversed":
-        dx = dx.flip(1)
-    return dict(zip(_BPTT_NAMES, (dx, dh0, *totals), strict=True))
+        step = _step_from_autograd(
+            doutput[:, t] + carried, x[:, t], h_prev, output[:, t], w_ih, w_hh
+        )
+        dx.append(step[0])
+        carried = step[1]
+        totals = [a + b for a, b in zip(totals or [0, 0, 0], step[2:], strict=True)]
+        dh0 = carried if t == 0 else dh0
+    return dict(zip(_BPTT_NAMES, (torch.stack(dx, dim=1), dh0, *totals), strict=True))
+
+
+def _bptt_variants(doutput, x, h0, output, params):
+    """Back-propagation through time done wrong in the usual ways, as ``(message, {output name:
+    value})``, each built from autograd (see :func:`_unrolled`)."""
+    w_ih, w_hh = params[0], params[1]
+    full = _unrolled(doutput, x, h0, params)
+    right = _summed(full)
+    previous = torch.cat([h0.unsqueeze(1), output[:, :-1]], dim=1)
+
+    def but(**changes):
+        return {**right, **changes}
+
+    def share(t):
+        return dict(zip(_BPTT_NAMES[2:], full["shares"][t], strict=True))
+
+    built = {
+        "last step only": lambda: but(**share(-1)),
+        "first step only": lambda: but(**share(0)),
+        "no carry": lambda: _summed(_unrolled(doutput, x, h0, params, carry=False)),
+        "last doutput only": lambda: _summed(_unrolled(doutput, x, h0, params, last_only=True)),
+        "prev is current": lambda: but(dweight_hh=_weight_grad_from(output, full["da"], w_hh)),
+        "h0 everywhere": lambda: but(
+            dweight_hh=_weight_grad_from(h0.unsqueeze(1).expand_as(previous), full["da"], w_hh)
+        ),
+        "forward order": lambda: _forward_order(doutput, x, h0, output, w_ih, w_hh),
+        "dx reversed": lambda: but(dx=right["dx"].flip(1)),
+        "dh0 before step 0": lambda: but(dh0=full["dstate0"]),
+        "no derivative": lambda: _summed(_unrolled(doutput, x, h0, params, through_tanh=False)),
+    }
+    return [(message, built[mistake]()) for mistake, message in _BPTT_MISTAKES]
 
 
 _BPTT_MISTAKES = (
     (
         "last step only",
         "the weight gradients hold only the last time step's share: the same weights act at "
-        "every step, so add each step's dweight_ih, dweight_hh and dbias to running totals "
-        "(starting from zeros).",
+        "every step, so every step's share of dweight_ih, dweight_hh and dbias counts.",
     ),
     (
         "first step only",
         "the weight gradients hold only one time step's share (the first, which a backward loop "
         "reaches last: overwritten instead of accumulated): the weights are shared across time, "
-        "so sum every step's gradients.",
+        "so every step's share counts.",
     ),
     (
         "no carry",
-        "dh is not carried to the earlier step: the gradient reaching h_t is doutput[:, t] plus "
-        "the dh that step t + 1 sends back; pass it on at every step, from the last to the first.",
+        "dh is not carried to the earlier step: output[:, t] reaches the loss directly and as the "
+        "previous state of step t + 1, and the gradient entering step t must include both.",
     ),
     (
         "last doutput only",
-        "only the last step's doutput is used: every output step has its own upstream gradient; "
-        "add doutput[:, t] to the carried dh at step t.",
+        "only the last step's doutput is used: every output step has its own upstream gradient, "
+        "and each step must receive its own.",
     ),
     (
         "prev is current",
@@ -635,13 +745,12 @@ _BPTT_MISTAKES = (
     ),
     (
         "dh0 before step 0",
-        "dh0 is the gradient reaching output[:, 0], not h0: pass it through the first step too "
-        "(rnn_cell_backward with h = h0).",
+        "dh0 is the gradient reaching output[:, 0], not h0: pass it through the first step too.",
     ),
     (
         "no derivative",
-        "the tanh derivative is missing: every step multiplies its dh by (1 - h_t**2), with h_t "
-        "that step's output.",
+        "the tanh derivative is missing: at every step the gradient must pass back through that "
+        "step's tanh.",
     ),
 )
 
@@ -667,7 +776,8 @@ def _check_rnn_backward(rnn_backward, *, sizes, seed: int) -> None:
         grads = torch.autograd.grad(loss, (x_leaf, h0_leaf, *weights))
         expected = grads[:5]  # dbias_ih == dbias_hh
         output = output.detach()
-        w_ih, w_hh = (w.detach().clone() for w in weights[:2])
+        params = tuple(w.detach().clone() for w in weights)
+        w_ih, w_hh = params[0], params[1]
         inputs = {"doutput": doutput, "x": x, "h0": h0, "weight_ih": w_ih, "weight_hh": w_hh}
         got = _call_backward(
             "rnn_backward",
@@ -677,11 +787,8 @@ def _check_rnn_backward(rnn_backward, *, sizes, seed: int) -> None:
             _BPTT_NAMES,
         )
 
-        def variants(doutput=doutput, x=x, h0=h0, output=output, w_ih=w_ih, w_hh=w_hh):
-            return [
-                (message, _bptt_variant(doutput, x, h0, output, w_ih, w_hh, mistake))
-                for mistake, message in _BPTT_MISTAKES
-            ]
+        def variants(doutput=doutput, x=x, h0=h0, output=output, params=params):
+            return _bptt_variants(doutput, x, h0, output, params)
 
         worst = max(
             worst,
