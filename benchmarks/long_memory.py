@@ -16,8 +16,8 @@ RNN merely lacks capacity.
     .venv/bin/python benchmarks/long_memory.py --plot benchmarks/results/long_memory.png
     .venv/bin/python benchmarks/long_memory.py --json data/long_memory_race.json
 
-``--json`` writes the measurement that lesson 03's race prediction is graded against
-(``data/long_memory_race.json``, shipped with the course: the full race, seed 0).
+``--json`` writes the measurement lesson 03 shows after its race (``data/long_memory_race.json``,
+shipped with the course: the full race, seed 0).
 
 Exit status 0 when the result holds (LSTM and GRU below ``--solved`` times the baseline, RNN
 above ``--unsolved`` times it), 1 otherwise; ``--fast`` only reports.
@@ -32,16 +32,17 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from helpers.runtime import get_device
 from helpers.timeseries import (
     ADDING_BASELINE_MSE,
     adding_problem,
     long_memory_race,
-    marker_sensitivity,
     plot_race,
     race_table,
 )
+from helpers.training import model_device
 
 #: The full-mode settings the lesson uses (and states in its markdown).
 FULL = {"seq_length": 100, "hidden_size": 32, "n_steps": 1500, "batch_size": 64, "lr": 0.01}
@@ -50,6 +51,40 @@ FAST = {"seq_length": 20, "hidden_size": 32, "n_steps": 100, "batch_size": 64, "
 CAPACITY_HIDDEN = 66
 #: Held-out sequences the marker sensitivity is measured on.
 SENSITIVITY_SEQUENCES = 256
+
+
+def marker_sensitivity(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """How much a trained adding-problem model's answer moves with each marked value.
+
+    For every sequence of ``x`` ``(batch, seq, 2)`` (from ``adding_problem``), the derivative of
+    the model's answer with respect to the first and to the second marked value, averaged over
+    the batch. A model that has solved the task answers ``a + b``: both are 1. A model that
+    answers the mean whatever it reads: both are 0.
+
+    Returns:
+        ``(first, second)`` as Python floats. The model is left in the mode it was in.
+    """
+    if x.dim() != 3 or x.shape[2] != 2:
+        raise ValueError(f"x should be (batch, seq, 2) from adding_problem, got {tuple(x.shape)}")
+    markers = x[:, :, 1]
+    if not torch.equal(markers.sum(dim=1), torch.full_like(markers[:, 0], 2.0)):
+        raise ValueError("every sequence of x should have exactly two markers")
+    was_training = model.training
+    model.eval()
+    try:
+        device = model_device(model)
+        x = x.detach().to(device).requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(model(x).sum(), x)
+    finally:
+        model.train(was_training)
+    grad = grad[:, :, 0].cpu()
+    positions = markers.cpu().nonzero()  # (2 * batch, 2) rows (sequence, step), in order
+    first, second = positions[0::2], positions[1::2]
+    return (
+        float(grad[first[:, 0], first[:, 1]].mean()),
+        float(grad[second[:, 0], second[:, 1]].mean()),
+    )
 
 
 def _summary(history, hidden_size: int, sensitivity: tuple[float, float]) -> dict:

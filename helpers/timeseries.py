@@ -14,8 +14,8 @@ Three parts, in the order the lesson uses them:
   linear head on ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM``, ``train_regressor`` is a seeded
   training/evaluation loop with a progress bar and a wall-clock budget, ``long_memory_race``
   trains the three kinds on the same data for the same budget, ``plot_race`` draws test loss
-  against training time with the trivial baseline, and ``marker_sensitivity`` measures how much
-  a trained model's answer moves with each marked value.
+  against training time with the trivial baseline, and ``shipped_race_table`` prints the
+  course's measurement of the full race (``data/long_memory_race.json``).
 
 Models used with the sine-wave functions follow the lesson's ``SimpleRNN`` interface:
 ``model(x, hidden) -> (output, hidden)`` with ``x`` and ``output`` of shape ``(batch, seq, 1)``
@@ -24,6 +24,7 @@ and ``hidden=None`` meaning "start from zeros".
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,6 +34,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
+from helpers.course import DATA
 from helpers.runtime import get_device
 from helpers.training import cpu_threads, model_device, optimizer_step, progress_bar
 
@@ -423,7 +425,8 @@ def adding_problem(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Batch:
-    """The adding problem (Hochreiter & Schmidhuber, 1997): a task that needs long memory.
+    """The adding problem, a task that needs long memory (this version: Le, Jaitly & Hinton,
+    2015; the original is Hochreiter & Schmidhuber's, 1997).
 
     Each sequence has two channels: random values drawn from U(0, 1), and a marker that is 1 at
     exactly two steps (one in the first half of the sequence, one in the second) and 0 elsewhere.
@@ -650,40 +653,6 @@ def long_memory_race(
     return results
 
 
-def marker_sensitivity(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """How much a trained adding-problem model's answer moves with each marked value.
-
-    For every sequence of ``x`` ``(batch, seq, 2)`` (from ``adding_problem``), the derivative of
-    the model's answer with respect to the first and to the second marked value, averaged over
-    the batch. A model that has solved the task answers ``a + b``: both are 1. A model that
-    answers the mean whatever it reads: both are 0.
-
-    Returns:
-        ``(first, second)`` as Python floats. The model is left in the mode it was in.
-    """
-    if x.dim() != 3 or x.shape[2] != 2:
-        raise ValueError(f"x should be (batch, seq, 2) from adding_problem, got {tuple(x.shape)}")
-    markers = x[:, :, 1]
-    if not torch.equal(markers.sum(dim=1), torch.full_like(markers[:, 0], 2.0)):
-        raise ValueError("every sequence of x should have exactly two markers")
-    was_training = model.training
-    model.eval()
-    try:
-        device = model_device(model)
-        x = x.detach().to(device).requires_grad_(True)
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(model(x).sum(), x)
-    finally:
-        model.train(was_training)
-    grad = grad[:, :, 0].cpu()
-    positions = markers.cpu().nonzero()  # (2 * batch, 2) rows (sequence, step), in order
-    first, second = positions[0::2], positions[1::2]
-    return (
-        float(grad[first[:, 0], first[:, 1]].mean()),
-        float(grad[second[:, 0], second[:, 1]].mean()),
-    )
-
-
 def plot_race(
     histories: Mapping[str, RegressorHistory],
     baseline: float = ADDING_BASELINE_MSE,
@@ -726,4 +695,45 @@ def race_table(
             f"{h.final_test_loss / baseline:>15.3f}"
         )
     lines.append(f"baseline (always predict 1.0): {baseline:.4f}")
+    return "\n".join(lines)
+
+
+#: The course's measurement of the full race (T = 100, hidden size 32, 1500 steps, seed 0), made
+#: by ``benchmarks/long_memory.py --json``: each model's parameters, steps, final test MSE and
+#: sensitivity to the two marked values, and one more plain RNN with more parameters than the LSTM.
+RACE_RESULT = DATA / "long_memory_race.json"
+
+
+def shipped_race(path=None) -> dict:
+    """The shipped measurement of the full race (``RACE_RESULT``), as a dict."""
+    path = RACE_RESULT if path is None else path
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"expected the race's measurement as JSON at {path}: {exc}") from None
+
+
+def shipped_race_table(record: dict | None = None) -> str:
+    """The shipped measurement as a plain-text table: one row per model (and the larger plain
+    RNN), with parameters, steps, final test MSE, its ratio to the baseline and how much the
+    trained model's answer moves with the first and the second marked value."""
+    record = shipped_race() if record is None else record
+    baseline = record["baseline_mse"]
+    rows = [(f"{k} ({m['hidden_size']})", m) for k, m in record["models"].items()]
+    rows += [(f"{k} ({m['hidden_size']})", m) for k, m in record.get("capacity", {}).items()]
+    lines = [
+        f"{'model (hidden)':<15} {'params':>7} {'steps':>6} {'final MSE':>10} "
+        f"{'final/baseline':>15} {'sensitivity 1st / 2nd':>22}"
+    ]
+    for name, m in rows:
+        first, second = (round(v, 2) + 0.0 for v in m["marker_sensitivity"])  # no "-0.00"
+        lines.append(
+            f"{name:<15} {m['n_parameters']:>7,} {m['steps']:>6} {m['final_test_mse']:>10.4f} "
+            f"{m['final_over_baseline']:>15.3f} {first:>14.2f} / {second:.2f}"
+        )
+    settings = record["settings"]
+    lines.append(
+        f"baseline (always answer 1.0): {baseline:.4f}; T = {settings['seq_length']}, "
+        f"{settings['n_steps']} steps of {settings['batch_size']} sequences"
+    )
     return "\n".join(lines)

@@ -1,5 +1,5 @@
-"""Checks for lesson 03_time_series_rnn: ``SimpleRNN``, ``train_rnn``, ``forecast`` and the race
-prediction, judged by behaviour.
+"""Checks for lesson 03_time_series_rnn: ``SimpleRNN``, ``train_rnn``, ``forecast`` and
+``marker_sensitivity``, judged by behaviour.
 
 ``SimpleRNN`` is run against its own ``torch.nn.RNN`` and ``torch.nn.Linear`` layers (the
 composition must be exactly "recurrent layer, then a linear head on every step") and probed for
@@ -11,15 +11,15 @@ through time), over windows that continue each other, with the weights updated a
 zeroed at every step; after the fixed fast budget the model must predict held-out sine windows
 well. ``forecast`` is run on a fixed random RNN of the check's own that counts the time steps it
 is fed, and compared with a private reference rollout; the usual mistakes are recomputed on the
-same model and named. The race prediction is graded against the shipped measurement of the full
-race (``data/long_memory_race.json``, made by ``benchmarks/long_memory.py``), never printed.
+same model and named. ``marker_sensitivity`` is compared with central differences on the
+check's own models: a weighted adder whose answer is known in closed form, and seeded float64
+RNN, GRU and LSTM regressors.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 
 import torch
@@ -32,7 +32,6 @@ from helpers.checks.core import (
     Cause,
     CheckFailure,
     Exercise,
-    assert_choice,
     assert_close,
     call,
     exercise_table,
@@ -40,10 +39,11 @@ from helpers.checks.core import (
     gradient_report,
     report,
 )
-from helpers.course import DATA
 from helpers.timeseries import (
     WARMUP,
+    LastStepRegressor,
     _predict,
+    adding_problem,
     cpu_threads,
     next_step_mse,
     persistence_mse,
@@ -834,106 +834,169 @@ def _check_forecast(forecast, *, cases, seed: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# The race prediction
-
-#: The full race's measurement, made by ``python benchmarks/long_memory.py --json
-#: data/long_memory_race.json`` (T = 100, hidden size 32, 1500 steps, seed 0).
-RACE_RESULT = DATA / "long_memory_race.json"
-#: A kind "stays at the baseline" when its final test MSE is above this fraction of it.
-AT_BASELINE = 0.5
-KINDS = ("RNN", "GRU", "LSTM")
-#: The reasons offered for the plain RNN staying at the baseline (the notebook lists them).
-WHY_CHOICES = ("a", "b", "c")
+# marker_sensitivity: how much a model's answer moves with each marked value
 
 
-def _race_measurement(path=None) -> dict:
-    """The shipped measurement of the full race (see ``RACE_RESULT``)."""
-    path = RACE_RESULT if path is None else path
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        fail(
-            "race prediction",
-            f"the course's measurement {path} is missing or unreadable ({exc}); ask your "
-            "instructor, or regenerate it with: python benchmarks/long_memory.py --json "
-            "data/long_memory_race.json",
+class _PositionWeightedAdder(nn.Module):
+    """An adding-problem "model" whose answer is known in closed form: the marked values
+    weighted by a factor that depends on their step, ``sum_t w_t * value_t * marker_t``; its
+    sensitivity to a marked value is the weight of that value's step."""
+
+    def __init__(self, seq_length: int):
+        super().__init__()
+        self.register_buffer("weights", torch.linspace(0.5, 1.5, seq_length, dtype=torch.float64))
+
+    def forward(self, x):
+        return (x[:, :, 0] * x[:, :, 1] * self.weights).sum(dim=1, keepdim=True)
+
+
+def _sensitivity_model(kind: str, seq_length: int, hidden: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    if kind == "adder":
+        return _PositionWeightedAdder(seq_length)
+    model = LastStepRegressor(kind, 2, hidden).double()
+    with torch.no_grad():  # larger weights than the default, so the answers depend on the input
+        for p in model.parameters():
+            p.mul_(3.0)
+    return model.eval()
+
+
+def _marked_steps(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sequence's first and second marked step, ``(batch,)`` each."""
+    positions = x[:, :, 1].nonzero()  # (2 * batch, 2) rows (sequence, step), in order
+    return positions[0::2, 1], positions[1::2, 1]
+
+
+def _central_difference(model, x, steps, eps=1e-6) -> torch.Tensor:
+    """d answer_b / d value at ``steps[b]`` for every sequence b, by central differences (each
+    answer depends only on its own sequence, so one nudge per sequence, all at once)."""
+    rows = torch.arange(x.shape[0])
+    up, down = x.clone(), x.clone()
+    up[rows, steps, 0] += eps
+    down[rows, steps, 0] -= eps
+    with torch.no_grad():
+        return (model(up) - model(down)).reshape(-1) / (2 * eps)
+
+
+def _sensitivity_causes(model, x, first_steps, second_steps, expected) -> list[Cause]:
+    """The usual wrong answers, from the model's own gradient with respect to the whole input."""
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(model(x).sum(), x)
+    rows = torch.arange(x.shape[0])
+    batch = x.shape[0]
+
+    def mean(values):
+        return float(values.mean())
+
+    causes = [
+        Cause(
+            "the two are swapped: the first value is the derivative at the earlier marked step "
+            "(in the first half of the sequence).",
+            (expected[1], expected[0]),
+        ),
+        Cause(
+            "that is the derivative with respect to the marker channel (channel 1) at the marked "
+            "steps; the values are channel 0.",
+            (mean(grad[rows, first_steps, 1]), mean(grad[rows, second_steps, 1])),
+        ),
+        Cause(
+            "the derivatives are taken at the last step for both values, not at each "
+            "sequence's marked steps (find them from the marker channel).",
+            (mean(grad[:, -1, 0]), mean(grad[:, -1, 0])),
+        ),
+        Cause(
+            "each value is the derivative with respect to every value of the sequence, summed; "
+            "only the value at the marked step counts.",
+            (mean(grad[:, :, 0].sum(dim=1)), mean(grad[:, :, 0].sum(dim=1))),
+        ),
+    ]
+    if batch > 1:
+        causes.append(
+            Cause(
+                "the derivatives are summed over the batch: average them over the sequences.",
+                (expected[0] * batch, expected[1] * batch),
+            )
         )
+    return causes
 
 
-def measured_race_answers(record: dict | None = None) -> tuple[frozenset, frozenset]:
-    """What the measurement says: (the kinds at the baseline, the reasons it does not refute).
-
-    ``"a"`` (too few parameters) is refuted when a plain RNN with more parameters than every
-    gated model also ends at the baseline; ``"b"`` (fewer training steps) when every model
-    trained for the same number of steps; ``"c"`` (the gradient from the last step vanishes
-    before it reaches the first marked value) when the models at the baseline do not respond to
-    the first marked value (``marker_sensitivity``) while the others do.
-    """
-    record = _race_measurement() if record is None else record
-    models = record["models"]
-    stays = frozenset(k for k, m in models.items() if m["final_over_baseline"] > AT_BASELINE)
-    solved = [m for k, m in models.items() if k not in stays]
-    reasons = set()
-    bigger = record.get("capacity", {}).get("RNN")
-    most = max(m["n_parameters"] for m in models.values())
-    if not (
-        bigger is not None
-        and bigger["n_parameters"] > most
-        and bigger["final_over_baseline"] > AT_BASELINE
-    ):
-        reasons.add("a")
-    if len({m["steps"] for m in models.values()}) != 1:
-        reasons.add("b")
-    if (
-        solved
-        and all(abs(models[k]["marker_sensitivity"][0]) < 0.1 for k in stays)
-        and all(m["marker_sensitivity"][0] > 0.5 for m in solved)
-    ):
-        reasons.add("c")
-    return stays, frozenset(reasons)
-
-
-def _check_race_prediction(stays_at_baseline, why_at_baseline) -> None:
-    """The prediction matches the full race's measurement (``RACE_RESULT``)."""
-    if type(stays_at_baseline) is not tuple or not all(type(k) is str for k in stays_at_baseline):
+def _plain_pair(exercise: str, got, inputs) -> tuple[float, float]:
+    if type(got) not in (tuple, list) or len(got) != 2:
         fail(
-            "stays_at_baseline",
-            "should be a tuple of names taken from ('RNN', 'GRU', 'LSTM'), e.g. ('GRU',) or "
-            "() for none; got " + ("a " + type(stays_at_baseline).__name__),
+            exercise,
+            f"should return a pair (first, second) of floats; got {type(got).__name__}"
+            + (f" of length {len(got)}" if type(got) in (tuple, list) else ""),
+            inputs,
         )
-    named = [str.__str__(k) for k in stays_at_baseline]
-    unknown = [k for k in named if k not in KINDS]
-    if unknown:
+    pair = []
+    for name, value in zip(("first", "second"), got, strict=True):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if type(value) not in (int, float) or not math.isfinite(value):
+            fail(
+                exercise,
+                f"the {name} value should be a finite Python float; got "
+                f"{type(value).__name__}" + (f" {value!r}" if type(value) is float else ""),
+                inputs,
+                "return float(...) of each average (a tensor that needs .item(), or a "
+                "gradient that never reached the input, shows up here).",
+            )
+        pair.append(float(value))
+    return pair[0], pair[1]
+
+
+_SENSITIVITY_TOL = 1e-6
+
+
+def _check_marker_sensitivity(marker_sensitivity, *, cases, seed: int) -> None:
+    """``marker_sensitivity(model, x)`` equals central differences of the check's own models
+    (a closed-form weighted adder, and seeded float64 RNN / GRU / LSTM regressors)."""
+    exercise = "marker_sensitivity"
+    worst = 0.0
+    for i, (batch, seq_length, hidden, kind) in enumerate(cases):
+        model = _sensitivity_model(kind, seq_length, hidden, seed + i)
+        generator = torch.Generator().manual_seed(seed + i)
+        x, _ = adding_problem(batch, seq_length, generator=generator)
+        x = x.double()
+        first_steps, second_steps = _marked_steps(x)
+        expected = tuple(
+            float(_central_difference(model, x, steps).mean())
+            for steps in (first_steps, second_steps)
+        )
+        what = "a model of the check" if kind == "adder" else f"a {kind} with hidden size {hidden}"
+        inputs = {"x": x}
+        got = _plain_pair(
+            exercise, call(exercise, marker_sensitivity, model, x, inputs=inputs), inputs
+        )
+        errors = [abs(g - e) for g, e in zip(got, expected, strict=True)]
+        if max(errors) <= _SENSITIVITY_TOL:
+            worst = max(worst, *errors)
+            continue
+        which = "first" if errors[0] > _SENSITIVITY_TOL else "second"
+        scale = max(abs(expected[0]), abs(expected[1]), 1e-12)
+        cause = next(
+            (
+                c.message
+                for c in _sensitivity_causes(model, x, first_steps, second_steps, expected)
+                if all(
+                    abs(g - w) <= _SENSITIVITY_TOL * max(1.0, abs(w))
+                    for g, w in zip(got, c.output, strict=True)
+                )
+            ),
+            "the derivative of each sequence's answer with respect to its value at the marked "
+            "step, averaged over the sequences; compare your steps with the marker channel, and "
+            "mind that a finite difference with a large step is not the derivative.",
+        )
         fail(
-            "stays_at_baseline",
-            f"{unknown[0]!r} is not one of ('RNN', 'GRU', 'LSTM') (spelled as in torch.nn)",
+            exercise,
+            f"on {batch} sequence(s) of {seq_length} steps ({what}), the {which} value is off "
+            f"by {errors[0 if which == 'first' else 1] / scale:.2g} relative to the largest "
+            "of the two.",
+            inputs,
+            cause,
         )
-    if len(set(named)) != len(named):
-        fail("stays_at_baseline", "names a kind twice; name each kind at most once")
-    answer_why = assert_choice("why_at_baseline", why_at_baseline, WHY_CHOICES)
-    stays, reasons = measured_race_answers()
-    if frozenset(named) != stays:
-        fail(
-            "stays_at_baseline",
-            "your prediction does not match the full race (T = 100, 1500 steps, seed 0, "
-            f"stored in data/{RACE_RESULT.name}): at least one kind you named or left out "
-            "ended the race on the other side of half the baseline. Think about what has to "
-            "happen for a value to survive 99 steps in each kind of cell (lessons 01 and 02); "
-            "the race in section 5 shows the result once you have committed to a guess.",
-        )
-    if answer_why not in reasons:
-        evidence = {
-            "a": "a plain RNN with more parameters than the LSTM (hidden size 66) was raced "
-            "too and also stayed at the baseline",
-            "b": "every model trained for the same number of steps on the same batches",
-            "c": "the measured sensitivity to the first marked value does not separate them",
-        }[answer_why]
-        fail(
-            "why_at_baseline",
-            f"the measurement refutes reason {answer_why!r}: {evidence} (see the race's "
-            "settings and the figures stored in data/" + RACE_RESULT.name + ").",
-        )
-    report("race prediction", 2, None, "the full race's measurement")
+    report(exercise, len(cases), worst, "central differences")
 
 
 #: Every exercise of the lesson, with its visible and hidden cases: the notebook's test cells,
@@ -970,15 +1033,19 @@ EXERCISES = exercise_table(
         },
     ),
     Exercise(
-        "race_prediction",
-        "check_race_prediction",
-        _check_race_prediction,
-        reads=("stays_at_baseline", "why_at_baseline"),
-        visible={},
+        "marker_sensitivity",
+        "check_marker_sensitivity",
+        _check_marker_sensitivity,
+        reads=("marker_sensitivity",),
+        visible={"cases": ((4, 12, 0, "adder"), (3, 10, 5, "GRU")), "seed": 0},
+        hidden={
+            "cases": ((1, 2, 1, "RNN"), (6, 20, 4, "LSTM"), (5, 7, 0, "adder")),
+            "seed": 40,
+        },
     ),
 )
 
 check_simple_rnn = EXERCISES["SimpleRNN"].checker()
 check_train_rnn = EXERCISES["train_rnn"].checker()
 check_forecast = EXERCISES["forecast"].checker()
-check_race_prediction = EXERCISES["race_prediction"].checker()
+check_marker_sensitivity = EXERCISES["marker_sensitivity"].checker()
