@@ -6,6 +6,14 @@ One gate is read out of those cells by fixing the other gates (``helpers.lstm.fi
 answers of common mistakes (rows swapped, one bias, a transposed weight, tanh and sigmoid swapped)
 are made the same way, from modified parameters, so that a failure can say which mistake it sees.
 This module never writes the gate equations.
+
+The backward pass of one step (``lstm_cell_backward``) is checked against ``torch.autograd``
+through ``torch.lstm_cell``. Its common mistakes are made by autograd too, never by a written-out
+gradient: through a cell whose path from the new LTM to the new STM is cut, whose gate blocks are
+read in another order, or whose squashing functions get another derivative (an identity
+``autograd.Function`` that bends the gradient of the pre-activations), or by rearranging
+autograd's own answer (gate blocks permuted, the bias gradient doubled). Its messages name the
+mistake and where the first mismatch is, never the expected value.
 """
 
 from __future__ import annotations
