@@ -46,8 +46,9 @@ lint: $(STAMP)
 
 # The graded corpora run in make test-grading, to keep make test in budget: the verdict corpus
 # (tests/test_verdicts.py: make check vs make autograde on 24 graded notebooks, about 3 minutes
-# of 2 cores) and the hostile corpus (tests/test_hostile_grading.py, 79 submissions graded
-# twice, and tests/test_grading_bounds.py: about 10 minutes).
+# of 2 cores), the hostile corpus (tests/test_hostile_grading.py, 79 submissions graded
+# twice, and tests/test_grading_bounds.py: about 10 minutes) and a class graded killed, resumed
+# and in shards (tests/test_grading_resume.py: about 4 minutes).
 test: $(STAMP) lint
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n auto --dist loadfile --timeout=900 -m "not corpus" \
 		$(ARGS)
@@ -61,7 +62,8 @@ test-quick: $(STAMP)
 # exchange cycle and the verdict corpus (make check vs make autograde).
 test-grading: $(STAMP)
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/test_hostile_grading.py \
-		tests/test_grading_bounds.py tests/test_exchange.py tests/test_verdicts.py --timeout=3600 $(ARGS)
+		tests/test_grading_bounds.py tests/test_grading_resume.py tests/test_exchange.py \
+		tests/test_verdicts.py --timeout=3600 $(ARGS)
 
 check: $(STAMP)
 	@test -n "$(LESSON)" || { echo "usage: make check LESSON=01_intro_to_rnns"; exit 2; }
