@@ -774,10 +774,13 @@ def _backward_by_hand(mistake=None):
         g = blocks["g"].tanh()
         c_next = f * c + i * g
         t = c_next.tanh()
-        d_c_next = dc_next + dh_next * o * (1 - t**2)
+        d_tanh_c = {"tanh' of c_next": 1 - c_next**2, "tanh' at old c": 1 - c.tanh() ** 2}
+        d_c_next = dc_next + dh_next * o * d_tanh_c.get(mistake, 1 - t**2)
         if mistake == "no tanh path":
             d_c_next = dc_next
         d_o, d_f, d_i, d_g = dh_next * t, d_c_next * c, d_c_next * g, d_c_next * i
+        if mistake == "d_o without tanh":
+            d_o = dh_next * c_next
         dc = d_c_next * f
         if mistake == "dc not times f":
             dc = d_c_next
@@ -820,6 +823,9 @@ def _backward_by_hand(mistake=None):
 BACKWARD_MISTAKES = {
     "no tanh path": "the gradient of the new LTM is only dc_next",
     "dc not times f": "the returned dc is the gradient of the new LTM, not of the old one",
+    "tanh' of c_next": "the use gate's tanh was differentiated with the new LTM where its output",
+    "tanh' at old c": "the use gate's tanh was differentiated at the old LTM",
+    "d_o without tanh": "the output gate's gradient uses the new LTM itself",
     "dc is dc_next": "the returned dc is dc_next passed through",
     "sigmoid as tanh": r"sigmoid gates \(i, f, o\) were differentiated with tanh's derivative",
     "tanh as sigmoid": "the candidate g was differentiated with sigmoid's derivative",

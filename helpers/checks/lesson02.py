@@ -736,6 +736,18 @@ DC_IS_DC_NEXT = (
     "reaches the new LTM from both dc_next and dh_next (through the use gate's tanh), then "
     "passes the forget gate's product."
 )
+TANH_OF_THE_LTM = (
+    "the use gate's tanh was differentiated with the new LTM where its output belongs: tanh's "
+    "derivative, written with tanh's output, needs tanh(new_ltm), not new_ltm itself."
+)
+TANH_AT_OLD_LTM = (
+    "the use gate's tanh was differentiated at the old LTM: the new STM squashes the new LTM, so "
+    "that is where its derivative is taken."
+)
+O_WITHOUT_TANH = (
+    "the output gate's gradient uses the new LTM itself: in the new STM the output gate "
+    "multiplies the squashed new LTM, tanh(new_ltm)."
+)
 SIGMOID_AS_TANH = (
     "the sigmoid gates (i, f, o) were differentiated with tanh's derivative: a sigmoid's "
     "derivative, written with its output, is a different expression (derive it from "
@@ -907,16 +919,25 @@ def _reordered_step(order):
     return step
 
 
-def _no_tanh_path(dh_next, dc_next):
-    """The loss whose gradients skip the path from the new LTM through tanh to the new STM."""
+def _bent_use_gate(dh_next, dc_next, ltm_factor=None, o_factor=None):
+    """The upstream loss of a cell whose use gate sends back a bent gradient: the one from the
+    new STM to the new LTM multiplied by ``ltm_factor(new_ltm, ltm)`` (0: that path is cut), the
+    one to the output gate's pre-activation by ``o_factor(new_ltm)``."""
 
     def loss(x, h, c, params):
         pre = _pre_activation(x, h, params)
         new_ltm = _from_pre_activation(pre, c)[1]
-        # forget gate open and candidate zero: the cell's new LTM is the one given, here a
-        # constant, so only the output gate's path to the new STM is left
+        # forget gate open and candidate zero: this cell's new LTM is the one it is given, so
+        # it only applies the use gate to the new LTM computed above
         open_only = _constant_blocks(pre, f=SATURATED, g=0.0)
-        new_stm = _from_pre_activation(open_only, new_ltm.detach())[0]
+        if o_factor is not None:
+            factor = torch.ones_like(pre.detach())
+            factor[:, gate_rows(c.shape[1], "o")] = o_factor(new_ltm.detach())
+            open_only = _BentGradient.apply(open_only, factor)
+        seen = new_ltm
+        if ltm_factor is not None:
+            seen = _BentGradient.apply(new_ltm, ltm_factor(new_ltm.detach(), c.detach()))
+        new_stm = _from_pre_activation(open_only, seen)[0]
         return (new_stm * dh_next).sum() + (new_ltm * dc_next).sum()
 
     return loss
@@ -942,13 +963,31 @@ def _backward_variants(case: Case, dh_next, dc_next) -> list[tuple[str, dict]]:
     def replaced(**changes):
         return {**right, **changes}
 
-    no_tanh = _gradients(_no_tanh_path(dh_next, dc_next), case)
+    no_tanh = _gradients(
+        _bent_use_gate(dh_next, dc_next, ltm_factor=lambda ltm, _: torch.zeros_like(ltm)), case
+    )
     variants = [
         (NO_TANH_PATH, no_tanh),
         (DC_NOT_THROUGH_F, replaced(dc=_gradient_at_new_ltm(case, dh_next, dc_next))),
         (DC_IS_DC_NEXT, {**no_tanh, "dc": dc_next}),
         (DC_IS_DC_NEXT, replaced(dc=dc_next)),
     ]
+    for message, bends in (
+        (
+            TANH_OF_THE_LTM,
+            {"ltm_factor": lambda ltm, _: (1 - ltm**2) / _derivative(torch.tanh, ltm)},
+        ),
+        (
+            TANH_AT_OLD_LTM,
+            {
+                "ltm_factor": lambda ltm, old: (
+                    _derivative(torch.tanh, old) / _derivative(torch.tanh, ltm)
+                )
+            },
+        ),
+        (O_WITHOUT_TANH, {"o_factor": lambda ltm: ltm / torch.tanh(ltm)}),
+    ):
+        variants.append((message, _gradients(_bent_use_gate(dh_next, dc_next, **bends), case)))
     for message, sigmoid_rows, tanh_rows in (
         (SIGMOID_AS_TANH, lambda s: 1 - s**2, None),
         (TANH_AS_SIGMOID, None, lambda t: t * (1 - t)),
