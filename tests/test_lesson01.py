@@ -12,6 +12,7 @@ from torch import nn
 from helpers.checks import CheckFailure
 from helpers.checks.lesson01 import (
     EXERCISES,
+    check_adagrad_update,
     check_clip_grad_norm,
     check_clipping_answer,
     check_gradient_answers,
@@ -21,6 +22,7 @@ from helpers.checks.lesson01 import (
     check_rnn_cell,
     check_rnn_cell_backward,
     check_rnn_forward,
+    check_softmax_cross_entropy,
     measured_lower_final_loss,
 )
 from helpers.experiments import clipping_experiment
@@ -613,3 +615,258 @@ def test_worked_example_and_hints_are_in_the_lesson():
     assert hints == sorted(hints)
     assert "just below 1" not in text
     assert "hidden_state_shape` with the right settings" not in text
+
+
+# ----------------------------------------------------------------------------------------------
+# the capstone: softmax_cross_entropy, adagrad_update, and a character RNN with no autograd
+
+
+@pytest.mark.parametrize(("n", "v", "scale"), [(9, 11, 1.0), (2, 2, 500.0), (13, 3, 20.0)])
+def test_softmax_cross_entropy_matches_torch_on_other_sizes(ns, n, v, scale):
+    g = torch.Generator().manual_seed(n * v)
+    logits = torch.randn(n, v, generator=g, dtype=torch.float64) * scale
+    targets = torch.randint(0, v, (n,), generator=g)
+    leaf = logits.clone().requires_grad_(True)
+    ref = F.cross_entropy(leaf, targets)
+    (grad,) = torch.autograd.grad(ref, leaf)
+    loss, dlogits = ns["softmax_cross_entropy"](logits, targets)
+    assert abs(float(loss) - float(ref.detach())) < 1e-10
+    assert (dlogits - grad).abs().max() < 1e-10
+
+
+def test_adagrad_update_matches_torch_on_other_sizes(ns):
+    g = torch.Generator().manual_seed(5)
+    shapes = [(7, 2), (3,), (1, 1, 4)]
+    params = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    leaves = [nn.Parameter(p.clone()) for p in params]
+    opt = torch.optim.Adagrad(leaves, lr=0.07)
+    sums = [torch.zeros_like(p) for p in params]
+    for _ in range(6):
+        grads = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+        for leaf, gr in zip(leaves, grads, strict=True):
+            leaf.grad = gr.clone()
+        opt.step()
+        assert ns["adagrad_update"](params, grads, sums, 0.07) is None
+    for p, leaf, s in zip(params, leaves, sums, strict=True):
+        assert (p - leaf.detach()).abs().max() < 1e-12
+        assert (s - opt.state[leaf]["sum"]).abs().max() < 1e-12
+
+
+def _ce(kind):
+    """softmax_cross_entropy, right (written in several ways) or wrong in one usual way."""
+
+    def ce(logits, targets):
+        n = logits.shape[0]
+        rows = torch.arange(n)
+        z = logits if kind == "no max" else logits - logits.max(dim=1, keepdim=True).values
+        if kind == "wrong axis":
+            z = logits - logits.max(dim=0, keepdim=True).values
+            p = z.exp() / z.exp().sum(dim=0, keepdim=True)
+        else:
+            p = z.exp() / z.exp().sum(dim=1, keepdim=True)
+        if kind in ("no max", "log of probability", "wrong axis"):
+            loss = -p[rows, targets].log().mean()
+        else:
+            loss = -(z - z.exp().sum(dim=1, keepdim=True).log())[rows, targets].mean()
+        d = p.clone()
+        if kind != "no minus one":
+            d[rows, targets] -= 1
+        if kind == "sum":
+            return loss * n, d
+        if kind == "one_hot and float":
+            d = p - F.one_hot(targets, logits.shape[1]).to(p.dtype)
+            return float(-torch.log_softmax(logits, dim=1)[rows, targets].mean()), d / n
+        if kind == "log_softmax":
+            lp = torch.log_softmax(logits, dim=1)
+            return -lp.gather(1, targets[:, None]).mean(), (
+                lp.exp() - F.one_hot(targets, logits.shape[1])
+            ) / n
+        return loss, d / n
+
+    return ce
+
+
+@pytest.mark.parametrize("kind", ["right", "one_hot and float", "log_softmax"])
+def test_softmax_cross_entropy_written_differently_passes(kind):
+    check_softmax_cross_entropy(_ce(kind))
+    check_softmax_cross_entropy(_ce(kind), hidden=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("no max", "exp overflows for large logits"),
+        ("log of probability", "the log of a probability that rounded to 0"),
+        ("sum", "the loss is the sum over the N rows"),
+        ("no minus one", "misses the target's own term"),
+        ("wrong axis", "softmax runs over the wrong axis"),
+    ],
+)
+def test_softmax_cross_entropy_mistakes_are_named_without_expected_values(kind, message):
+    with pytest.raises(CheckFailure, match=message) as info:
+        check_softmax_cross_entropy(_ce(kind))
+    text = str(info.value)
+    assert "softmax_cross_entropy" in text and "expected" not in text
+    assert "exp(z" not in text and "- 1" not in text
+
+
+def _adagrad(kind):
+    """adagrad_update, right (written in several ways) or wrong in one usual way."""
+
+    def update(params, grads, state_sums, lr, eps=1e-10):
+        new = []
+        for i, (p, g, s) in enumerate(zip(params, grads, state_sums, strict=True)):
+            if kind == "addcmul":
+                s.addcmul_(g, g)
+                p.addcdiv_(g, s.sqrt().add(eps), value=-lr)
+                continue
+            if kind == "list rebinding":
+                state_sums[i] = s + g * g
+                params[i] = p - lr * g / (state_sums[i].sqrt() + eps)
+                continue
+            if kind == "not accumulated":
+                s.copy_(g * g)
+            elif kind == "abs":
+                s += g.abs()
+            else:
+                s += g * g
+            denominator = (s + eps).sqrt() if kind == "eps inside" else s.sqrt() + eps
+            if kind == "rebinding":
+                p = p - lr * g / denominator  # noqa: PLW2901
+            elif kind == "returned":
+                new.append(p - lr * g / denominator)
+            else:
+                p -= lr * g / denominator
+        return new if kind == "returned" else None
+
+    return update
+
+
+@pytest.mark.parametrize("kind", ["right", "addcmul", "list rebinding"])
+def test_adagrad_update_written_differently_passes(kind):
+    check_adagrad_update(_adagrad(kind))
+    check_adagrad_update(_adagrad(kind), hidden=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("rebinding", "the update was not done in place"),
+        ("returned", "the new parameters were returned, but the update must happen in place"),
+        ("not accumulated", "holds only this step's squared gradient"),
+        ("eps inside", "eps is inside the square root"),
+        ("abs", "adds up \\|g\\|"),
+    ],
+)
+def test_adagrad_update_mistakes_are_named_without_expected_values(kind, message):
+    with pytest.raises(CheckFailure, match=message) as info:
+        check_adagrad_update(_adagrad(kind))
+    assert "adagrad_update" in str(info.value) and "expected" not in str(info.value)
+
+
+def _judge(namespace, grade_id):
+    from helpers.checks import remote
+    from helpers.grading import verdict
+
+    agent = remote.Agent(namespace)
+
+    def send(request: str) -> str:
+        agent.serve(request)
+        return agent.reply
+
+    return verdict.judge(LESSON, grade_id, send)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("right", None),
+        ("list rebinding", None),
+        ("rebinding", "the update was not done in place"),
+        ("not accumulated", "holds only this step's squared gradient"),
+    ],
+)
+def test_adagrad_update_in_place_is_judged_through_the_channel(kind, message):
+    """The autograder's judge reaches the learner's function through the channel; the in-place
+    update reaches the judge's tensors by the state the channel sends back."""
+    outcome = _judge({"adagrad_update": _adagrad(kind)}, "adagrad_update_check")
+    if message is None:
+        assert outcome.ename is None, outcome.evalue
+        assert ": OK" in outcome.stdout
+    else:
+        assert outcome.ename == "CheckFailure" and message in outcome.evalue
+
+
+def test_softmax_cross_entropy_is_judged_through_the_channel():
+    outcome = _judge({"softmax_cross_entropy": _ce("right")}, "softmax_cross_entropy_check")
+    assert outcome.ename is None, outcome.evalue
+    outcome = _judge({"softmax_cross_entropy": _ce("sum")}, "softmax_cross_entropy_check")
+    assert outcome.ename == "CheckFailure" and "sum over the N rows" in outcome.evalue
+
+
+_TINY = {
+    "n_chars": 20_000,
+    "hidden_size": 32,
+    "seq_length": 16,
+    "batch_size": 16,
+    "n_updates": 60,
+    "eval_every": 30,
+}
+
+
+def test_capstone_trains_without_autograd_and_the_loss_falls(ns, monkeypatch):
+    from helpers.char_rnn_by_hand import sample_text, train_char_rnn
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("autograd was used")
+
+    monkeypatch.setattr(torch.autograd, "grad", refuse)
+    monkeypatch.setattr(torch.autograd, "backward", refuse)
+    monkeypatch.setattr(torch.Tensor, "backward", refuse)
+    seen = []
+
+    def guarded(name):
+        fn = ns[name]
+
+        def wrapper(*args):
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            tensors += [t for a in args if isinstance(a, list) for t in a]
+            assert not torch.is_grad_enabled(), name
+            assert not any(t.requires_grad for t in tensors), name
+            seen.append(name)
+            out = fn(*args)
+            flat = out if isinstance(out, tuple | list) else (out,)
+            assert not any(isinstance(t, torch.Tensor) and t.requires_grad for t in flat), name
+            return out
+
+        return wrapper
+
+    names = (
+        "rnn_forward",
+        "rnn_backward",
+        "clip_grad_norm",
+        "softmax_cross_entropy",
+        "adagrad_update",
+    )
+    run = train_char_rnn(*(guarded(n) for n in names), **_TINY)
+    assert set(seen) == set(names)
+    assert seen.count("adagrad_update") == _TINY["n_updates"]
+    assert all(not p.requires_grad for p in run["params"])
+    losses = run["losses"]
+    assert sum(losses[-10:]) / 10 < losses[0] - 0.5  # the training loss falls
+    assert run["val_losses"][-1] < run["val_losses"][0] - 0.5
+    assert run["val_losses"][-1] < run["unigram"]  # even the tiny run beats the baseline
+    text = sample_text(ns["rnn_forward"], run, prime="ROMEO:", length=50)
+    assert text.startswith("ROMEO:") and len(text) == 56
+
+
+def test_capstone_helper_refuses_bad_settings(ns):
+    from helpers.char_rnn_by_hand import text_slice, train_char_rnn, unigram_loss
+
+    fns = [ns[n] for n in ("rnn_forward", "rnn_backward", "clip_grad_norm")]
+    with pytest.raises(ValueError, match="must be a function"):
+        train_char_rnn(*fns, "ce", ns["adagrad_update"], **_TINY)
+    with pytest.raises(ValueError, match=">= 1"):
+        train_char_rnn(*fns, ns["softmax_cross_entropy"], ns["adagrad_update"], n_updates=0)
+    vocab, train, val = text_slice(5_000)
+    assert 2.5 < unigram_loss(train, val, len(vocab)) < len(vocab) ** 0.5

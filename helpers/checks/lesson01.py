@@ -1,7 +1,11 @@
 """Checks for lesson 01_intro_to_rnns, against torch.nn.RNNCell, torch.nn.RNN, torch.nn.GRU,
-torch.autograd (back-propagation through time) and torch.nn.utils.clip_grad_norm_."""
+torch.autograd (back-propagation through time), torch.nn.utils.clip_grad_norm_,
+torch.nn.functional.cross_entropy and torch.optim.Adagrad."""
 
 from __future__ import annotations
+
+import contextlib
+import io
 
 import torch
 import torch.nn.functional as F
@@ -12,10 +16,16 @@ from helpers.checks.core import (
     Cause,
     CheckFailure,
     Exercise,
+    _as_array,
+    _close,
+    _first_index,
+    _float64,
+    _nd_all,
     assert_choice,
     assert_close,
     assert_equal_values,
     call,
+    check_integrity,
     exercise_table,
     fail,
     report,
@@ -992,6 +1002,321 @@ def _check_clip_grad_norm(clip_grad_norm, *, cases, seed: int) -> None:
     report("clip_grad_norm", len(cases), None, "torch.nn.utils.clip_grad_norm_")
 
 
+# ----------------------------------------------------------------------------------------------
+# The capstone's two new pieces: the loss and the optimizer
+
+
+def _compare_quietly(exercise, got, expected, *, inputs, name, reference, causes=(), atol=1e-10):
+    """Like ``assert_close``, but a failure prints where and what was got, never the expected
+    value (these answers are a loss and its gradient: an expected value would give them away)."""
+    check_integrity(exercise)
+    got_np, exp_np = _as_array(exercise, name, got, expected, inputs)
+    ok = _close(got_np, exp_np, atol, 1e-7)
+    if _nd_all(ok):
+        return
+    index = _first_index(~ok)
+    wrong = int((~ok).sum())
+    where = f" at index {index}" if ok.size > 1 else ""
+    problem = (
+        f"{name} differs from {reference}{where}: got {float(got_np[index]):.6g} "
+        f"({wrong} of {ok.size} values wrong, tolerance {atol:g})"
+    )
+    cause = next(
+        (
+            c.message
+            for c in causes
+            if type(c.output) is torch.Tensor
+            and tuple(c.output.shape) == got_np.shape
+            and bool(_close(got_np, _float64(c.output), atol, 1e-7).all())
+        ),
+        None,
+    )
+    fail(exercise, problem, inputs, cause)
+
+
+def _ce_reference(logits, targets, *, dim=1, loss_fn=None):
+    """autograd's loss and gradient of ``loss_fn`` (default ``F.cross_entropy``)."""
+    (leaf,) = _leaves(logits)
+    with torch.enable_grad():
+        if loss_fn is None:
+            loss = F.cross_entropy(leaf, targets) if dim == 1 else _ce_dim0(leaf, targets)
+        else:
+            loss = loss_fn(leaf)
+        (grad,) = torch.autograd.grad(loss, leaf)
+    return loss.detach(), grad
+
+
+def _ce_dim0(logits, targets):
+    """Cross-entropy with the softmax taken down the columns (over the batch): a wrong axis."""
+    log_probs = torch.log_softmax(logits, dim=0)
+    return -log_probs.gather(1, targets.unsqueeze(1)).mean()
+
+
+_NO_MAX = (
+    "exp overflows for large logits (exp(1000) is inf in float64): the softmax of a row does not "
+    "change when the same number is subtracted from all of its logits; choose that number so "
+    "that no exp can overflow."
+)
+
+
+_LOG_OF_ZERO = (
+    "the log of a probability that rounded to 0 is -inf: for large logits a small probability "
+    "is below what float64 can hold, so compute log p_t from the (shifted) logits directly, "
+    "without forming the probability first."
+)
+
+
+def _check_softmax_cross_entropy(softmax_cross_entropy, *, cases, seed: int) -> None:
+    """``softmax_cross_entropy`` equals ``F.cross_entropy`` and autograd's gradient of it.
+
+    ``cases`` holds ``(N, V, scale)``: logits are random normal times ``scale`` (float64), the
+    targets random class indices.
+    """
+    name = "softmax_cross_entropy"
+    for i, (n, v, scale) in enumerate(cases):
+        g = torch.Generator().manual_seed(seed + i)
+        logits = torch.randn(n, v, generator=g, dtype=F64) * scale
+        targets = torch.randint(0, v, (n,), generator=g)
+        inputs = {"logits": logits, "targets": targets}
+        where = f"N={n}, V={v}, logits of size up to {float(logits.abs().max()):.3g}"
+        got = call(name, softmax_cross_entropy, logits, targets, inputs=inputs)
+        if not isinstance(got, tuple | list) or len(got) != 2:
+            fail(
+                name,
+                "should return a pair (loss, dlogits), got "
+                + (f"{len(got)} values" if isinstance(got, tuple | list) else type(got).__name__),
+                inputs,
+            )
+        loss, dlogits = got
+        if type(loss) in (float, int):
+            loss = torch.tensor([float(loss)], dtype=F64)
+        elif type(loss) is torch.Tensor and loss.numel() == 1 and loss.dim() <= 1:
+            loss = loss.detach().reshape(1)
+        else:
+            fail(
+                name,
+                f"loss should be a float or a 0-d tensor, got {type(loss).__name__}"
+                + (f" of shape {tuple(loss.shape)}" if type(loss) is torch.Tensor else ""),
+                inputs,
+                "the loss is one number, the mean over the N rows.",
+            )
+        for label, value in (("dlogits", dlogits), ("loss", loss)):
+            if (
+                type(value) is torch.Tensor
+                and value.is_floating_point()
+                and not bool(torch.isfinite(value.detach()).all())
+            ):
+                fail(
+                    name,
+                    f"{label} contains inf or nan ({where})",
+                    inputs,
+                    (_NO_MAX if label == "dlogits" else _LOG_OF_ZERO) if scale >= 100 else None,
+                )
+        ref_loss, ref_grad = _ce_reference(logits, targets)
+        ref_loss = ref_loss.reshape(1)  # compared as one-element tensors
+        wrong_axis = _ce_reference(logits, targets, dim=0)
+        no_target = _ce_reference(
+            logits, targets, loss_fn=lambda z: torch.logsumexp(z, dim=1).mean()
+        )
+        summed = (
+            "the loss is the sum over the N rows, not the mean: the loss (and so its gradient) "
+            "is divided by N."
+        )
+        axis = (
+            "the softmax runs over the wrong axis: each row (one example) is a distribution over "
+            "the V classes."
+        )
+        loss_causes = [Cause(axis, wrong_axis[0].reshape(1))]
+        grad_causes = [Cause(axis, wrong_axis[1])]
+        if n > 1:
+            loss_causes.insert(0, Cause(summed, ref_loss * n))
+            grad_causes.insert(0, Cause(summed, ref_grad * n))
+        grad_causes.append(
+            Cause(
+                "dlogits misses the target's own term: the loss also picks out the target's "
+                "logit directly, and that adds a term at the target's position of every row.",
+                no_target[1],
+            )
+        )
+        reference = f"F.cross_entropy ({where})"
+        _compare_quietly(
+            name,
+            loss,
+            ref_loss,
+            inputs=inputs,
+            name="loss",
+            reference=reference,
+            causes=loss_causes,
+        )
+        _compare_quietly(
+            name,
+            dlogits,
+            ref_grad,
+            inputs=inputs,
+            name="dlogits",
+            reference=f"autograd's gradient of F.cross_entropy ({where})",
+            causes=grad_causes,
+        )
+    report(name, len(cases), None, "F.cross_entropy and its autograd gradient")
+
+
+def _call_in_place(exercise, fn, args, inputs):
+    """Call the learner's ``fn`` on ``args`` themselves (it must change them in place); when
+    grading, the channel sends the arguments' state back after the call."""
+    if not callable(fn):
+        fail(exercise, f"expected a function, got {type(fn).__name__}", inputs)
+    check_integrity(exercise)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            result = fn(*args)
+    except NotImplementedError:
+        fail(
+            exercise,
+            "not implemented yet: replace `raise NotImplementedError()` with your code.",
+            inputs,
+        )
+    except CheckFailure:
+        raise
+    except Exception as exc:  # the learner's code may raise anything: report it
+        fail(exercise, f"raised {type(exc).__name__}: {exc}", inputs)
+    check_integrity(exercise)
+    return result
+
+
+def _torch_adagrad(params, steps, lr, eps, *, fresh_each_step=False, initial=0.0):
+    """``torch.optim.Adagrad`` (lr_decay 0, weight_decay 0) on copies of ``params`` through the
+    gradients of ``steps``: the parameters and the state sums after every step."""
+    leaves = [torch.nn.Parameter(p.clone()) for p in params]
+
+    def new():
+        return torch.optim.Adagrad(leaves, lr=lr, eps=eps, initial_accumulator_value=initial)
+
+    opt = new()
+    history = []
+    for grads in steps:
+        if fresh_each_step:
+            opt = new()
+        for p, gr in zip(leaves, grads, strict=True):
+            p.grad = gr.clone()
+        opt.step()
+        history.append(
+            (
+                [p.detach().clone() for p in leaves],
+                [opt.state[p]["sum"].clone() for p in leaves],
+            )
+        )
+    return history
+
+
+def _check_adagrad_update(adagrad_update, *, cases, seed: int) -> None:
+    """``adagrad_update`` equals ``torch.optim.Adagrad``'s step, in place, over several steps.
+
+    ``cases`` holds ``(shapes, n_steps, lr, eps)``; ``eps`` ``None`` calls the learner's function
+    without it (its default, 1e-10, is Adagrad's). Gradients are random normal, float64.
+    """
+    name = "adagrad_update"
+    for i, (shapes, n_steps, lr, eps) in enumerate(cases):
+        g = torch.Generator().manual_seed(seed + i)
+        start = [torch.randn(tuple(s), generator=g, dtype=F64) for s in shapes]
+        steps = [
+            [torch.randn(tuple(s), generator=g, dtype=F64) * (0.1 + k) for s in shapes]
+            for k in range(n_steps)
+        ]
+        eps_value = 1e-10 if eps is None else eps
+        expected = _torch_adagrad(start, steps, lr, eps_value)
+        not_summed = _torch_adagrad(start, steps, lr, eps_value, fresh_each_step=True)
+        eps_inside = _torch_adagrad(start, steps, lr, 0.0, initial=eps_value)
+        abs_sums = _torch_adagrad(start, [[gr.abs().sqrt() for gr in s] for s in steps], lr, 1.0)
+        params = [p.clone() for p in start]
+        state_sums = [torch.zeros_like(p) for p in start]
+        for k, grads in enumerate(steps):
+            given = [gr.clone() for gr in grads]
+            inputs = {f"params[{j}]": p for j, p in enumerate(params)}
+            inputs["lr"] = lr
+            where = f"step {k + 1} of {n_steps}, lr {lr:g}, eps {eps_value:g}"
+            before = [p.clone() for p in params]
+            args = (params, given, state_sums, lr) + (() if eps is None else (eps,))
+            result = _call_in_place(name, adagrad_update, args, inputs)
+            if len(params) != len(start) or len(state_sums) != len(start):
+                fail(name, f"changed the length of params or state_sums ({where})", inputs)
+            for j, gr in enumerate(given):
+                if type(gr) is not torch.Tensor or not torch.equal(gr, grads[j]):
+                    fail(
+                        name,
+                        f"changed grads[{j}] ({where})",
+                        inputs,
+                        "the gradients are read only: leave grads as they are.",
+                    )
+            unchanged = all(
+                type(p) is torch.Tensor and torch.equal(p, b)
+                for p, b in zip(params, before, strict=True)
+            )
+            if unchanged:
+                returned = isinstance(result, tuple | list) and any(
+                    type(r) is torch.Tensor for r in result
+                )
+                fail(
+                    name,
+                    f"the tensors in params are unchanged after the call ({where})",
+                    inputs,
+                    (
+                        "the new parameters were returned, but the update must happen in place: "
+                        if returned
+                        else "the update was not done in place: "
+                    )
+                    + "a line like p = p - ... makes a new tensor and only rebinds the name p; "
+                    "change the tensors in the lists themselves (the caller keeps the lists).",
+                )
+            ref_params, ref_sums = expected[k]
+            for j in range(len(start)):
+                _compare_quietly(
+                    name,
+                    state_sums[j],
+                    ref_sums[j],
+                    inputs=inputs,
+                    name=f"state_sums[{j}]",
+                    reference=f"torch.optim.Adagrad's state 'sum' ({where})",
+                    causes=[
+                        Cause(
+                            "state_sums holds only this step's squared gradient: it is a "
+                            "running sum over every step so far.",
+                            not_summed[k][1][j],
+                        ),
+                        Cause(
+                            "state_sums adds up |g|: Adagrad accumulates squared gradients.",
+                            abs_sums[k][1][j],
+                        ),
+                        Cause(
+                            "state_sums is not updated in place: the caller's tensors must hold "
+                            "the running sum after the call.",
+                            torch.zeros_like(ref_sums[j]),
+                        ),
+                    ],
+                )
+            for j in range(len(start)):
+                _compare_quietly(
+                    name,
+                    params[j],
+                    ref_params[j],
+                    inputs=inputs,
+                    name=f"params[{j}]",
+                    reference=f"torch.optim.Adagrad ({where})",
+                    causes=[
+                        Cause(
+                            "eps is inside the square root: torch.optim.Adagrad adds eps after "
+                            "taking the square root of the sum.",
+                            eps_inside[k][0][j],
+                        ),
+                        Cause(
+                            "the step uses only this step's squared gradient: divide by the "
+                            "running sum of every step's squared gradients.",
+                            not_summed[k][0][j],
+                        ),
+                    ],
+                )
+    report(name, len(cases), None, "torch.optim.Adagrad")
+
+
 CLIPPING_CHOICES = ("with clipping", "without clipping")
 
 
@@ -1157,6 +1482,33 @@ EXERCISES = exercise_table(
         reads=("lower_final_loss",),
         visible={},
     ),
+    Exercise(
+        "softmax_cross_entropy",
+        "check_softmax_cross_entropy",
+        _check_softmax_cross_entropy,
+        reads=("softmax_cross_entropy",),
+        # (N, V, scale of the logits)
+        visible={"cases": ((4, 5, 1.0), (1, 3, 2.0), (6, 4, 1000.0)), "seed": 50},
+        hidden={"cases": ((7, 2, 1.0), (3, 9, 30.0), (1, 6, 1000.0), (5, 1, 1.0)), "seed": 9753},
+    ),
+    Exercise(
+        "adagrad_update",
+        "check_adagrad_update",
+        _check_adagrad_update,
+        reads=("adagrad_update",),
+        # (shapes of the parameters, steps, lr, eps; None: the function's default)
+        visible={
+            "cases": ((((3, 4), (5,)), 3, 0.1, None), (((2, 2),), 3, 0.5, 0.5)),
+            "seed": 60,
+        },
+        hidden={
+            "cases": (
+                (((1,), (4, 3), (2, 1, 2)), 4, 0.05, None),
+                (((6,),), 3, 1.0, 0.3),
+            ),
+            "seed": 8024,
+        },
+    ),
 )
 check_rnn_cell = EXERCISES["rnn_cell"].checker()
 check_rnn_forward = EXERCISES["rnn_forward"].checker()
@@ -1167,3 +1519,5 @@ check_rnn_cell_backward = EXERCISES["rnn_cell_backward"].checker()
 check_rnn_backward = EXERCISES["rnn_backward"].checker()
 check_clip_grad_norm = EXERCISES["clip_grad_norm"].checker()
 check_clipping_answer = EXERCISES["clipping_answer"].checker()
+check_softmax_cross_entropy = EXERCISES["softmax_cross_entropy"].checker()
+check_adagrad_update = EXERCISES["adagrad_update"].checker()
