@@ -33,8 +33,9 @@ from helpers.course import is_test_cell
 from helpers.notebook import TRAINING_TAG
 
 # Appended to the cell that defines the exercise's object: rebinds the name to a version whose
-# results are changed (always, or only when an input has a size of 1). Quiz answers (plain
-# values) are changed directly. Nothing is written to stderr.
+# results are changed (always, or only when an input has a size of 1); a function that updates
+# a list of tensors in place changes the first one. Quiz answers (plain values) are changed
+# directly. Nothing is written to stderr.
 _BREAK = """
 def _course_break(obj, edge):
     import numpy as _np
@@ -92,7 +93,14 @@ def _course_break(obj, edge):
             if not edge and args and isinstance(args[0], _torch.nn.Module) and len(args) > 1:
                 return [1.0] * int(args[1])  # a training function that does not train
             out = obj(*args, **kwargs)
-            return perturb(out) if (not edge or small(args) or small(kwargs.values())) else out
+            hit = not edge or small(args) or small(kwargs.values())
+            first = args[0] if args else None
+            if out is None and isinstance(first, list) and first:
+                if hit and isinstance(first[0], _torch.Tensor):  # an in-place update gone wrong
+                    with _torch.no_grad():
+                        first[0].add_(0.25)
+                return out
+            return perturb(out) if hit else out
 
         broken.__name__ = obj.__name__
         return broken

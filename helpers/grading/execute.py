@@ -145,6 +145,12 @@ class HardenedExecute(Execute):
         5, help="Seconds a kernel has to answer after a cell's time limit before it is stopped."
     ).tag(config=True)
     limits = Unicode("", help="The sandbox's limits, in words, for messages.").tag(config=True)
+    # After a cell's reply, nbclient waits this long for the rest of its output and the kernel's
+    # idle status, and nbgrader stops the kernel when they do not come. nbclient's 4 s is too
+    # short on a loaded machine (several kernels a core): honest notebooks were stopped mid-way.
+    iopub_timeout = Integer(
+        30, help="Seconds to wait for a cell's last output after its reply."
+    ).tag(config=True)
     # Once the last cell has run nothing in the kernel matters: killing it saves the second of
     # CPU a graceful shutdown spends (history, atexit handlers, torch's teardown) per notebook.
     shutdown_kernel = Enum(
