@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.text import Vocab, make_corpus, read_text
+from helpers.training import progress_bar
 
 #: Names of the trained parameters, in the order the gradient and state lists use.
 PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hy", "bias_hy")
@@ -160,8 +161,10 @@ def train_char_rnn(
     eval_every: int = 250,
     seed: int = 0,
     dtype=torch.float32,
+    progress: bool = True,
 ) -> dict:
-    """Train the character RNN with the learner's five functions only (no autograd).
+    """Train the character RNN with the learner's five functions only (no autograd), with a
+    progress bar (``progress=False``: none).
 
     Returns a dict: ``losses`` (the training loss of every update, from the learner's
     ``softmax_cross_entropy``), ``val_steps`` and ``val_losses`` (the held-out loss after those
@@ -193,7 +196,8 @@ def train_char_rnn(
     with torch.no_grad(), _one_thread():
         val_steps.append(0)
         val_losses.append(evaluate(rnn_forward, params, val, size))
-        for update in range(1, n_updates + 1):
+        bar = progress_bar(range(1, n_updates + 1), desc="training", progress=progress)
+        for update in bar:
             if position + seq_length + 1 > streams.shape[1]:
                 position = 0
                 h = torch.zeros_like(h)
@@ -215,6 +219,8 @@ def train_char_rnn(
             if update % eval_every == 0 or update == n_updates:
                 val_steps.append(update)
                 val_losses.append(evaluate(rnn_forward, params, val, size))
+                bar.set_postfix(held_out=f"{val_losses[-1]:.3f}")
+        bar.close()
     return {
         "losses": losses,
         "val_steps": val_steps,
