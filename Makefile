@@ -47,8 +47,10 @@ lint: $(STAMP)
 # The graded corpora run in make test-grading, to keep make test in budget: the verdict corpus
 # (tests/test_verdicts.py: make check vs make autograde on 24 graded notebooks, about 3 minutes
 # of 2 cores), the hostile corpus (tests/test_hostile_grading.py, 79 submissions graded
-# twice, and tests/test_grading_bounds.py: about 10 minutes) and a class graded killed, resumed
-# and in shards (tests/test_grading_resume.py: about 4 minutes).
+# twice, and tests/test_grading_bounds.py: about 10 minutes), a class graded killed, resumed
+# and in shards, then merged (tests/test_grading_resume.py, tests/test_merge.py: about 5
+# minutes), and the exchange cycle from the command line (tests/test_exchange.py; tests/test_hub.py
+# runs it through JupyterHub in make test).
 test: $(STAMP) lint
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n auto --dist loadfile --timeout=900 -m "not corpus" \
 		$(ARGS)
@@ -58,12 +60,13 @@ QUICK := -m "not slow"
 test-quick: $(STAMP)
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n 2 $(QUICK) -q $(ARGS)
 
-# Only the grading tests: the hostile-submission corpus (tests/hostile/) and hostile folders, the
-# exchange cycle and the verdict corpus (make check vs make autograde).
+# Only the grading tests: the hostile-submission corpus (tests/hostile/) and hostile folders, a
+# class killed, sharded and merged, the exchange cycle and the verdict corpus (make check vs make
+# autograde).
 test-grading: $(STAMP)
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/test_hostile_grading.py \
-		tests/test_grading_bounds.py tests/test_grading_resume.py tests/test_exchange.py \
-		tests/test_verdicts.py --timeout=3600 $(ARGS)
+		tests/test_grading_bounds.py tests/test_grading_resume.py tests/test_merge.py \
+		tests/test_exchange.py tests/test_verdicts.py --timeout=3600 $(ARGS)
 
 check: $(STAMP)
 	@test -n "$(LESSON)" || { echo "usage: make check LESSON=01_intro_to_rnns"; exit 2; }

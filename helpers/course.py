@@ -5,6 +5,7 @@ Every other module asks this one for a path or the list of lessons instead of wo
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 #: The repository root (the folder holding ``solutions/``, ``lessons/``, ``nbgrader_config.py``).
@@ -48,3 +49,14 @@ def is_test_cell(cell) -> bool:
     without importing nbgrader (seconds of start-up) into every notebook and ``make check``."""
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return bool(meta.get("grade")) and not meta.get("solution")
+
+
+def skip_iri_grammar() -> None:
+    """Make the next import of nbformat (and of nbgrader and Jupyter's servers) seconds faster.
+
+    jsonschema, which nbformat imports, builds a grammar for its optional IRI format check when
+    it is imported: about 3 s of CPU per process. Notebooks never hold IRIs to check, so the
+    processes that read notebooks skip that module (jsonschema then has no "iri" check). Call it
+    before nbformat is first imported; afterwards it changes nothing.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.course import is_test_cell
+from helpers.course import is_test_cell, skip_iri_grammar
 
 TRAINING_TAG = "training"
 
@@ -82,6 +82,7 @@ def load_notebook(
         raise ValueError(f"expected a notebook file, but {path} does not exist")
     # imported here, not at the top: nbformat pulls in jsonschema, whose import costs seconds
     # of CPU, and every notebook (and every autograded kernel) imports helpers
+    skip_iri_grammar()
     import nbformat
 
     try:

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from support import nbgrader_env
 
-from helpers.course import LESSONS, ROOT, SOLUTIONS, lesson_ids, notebook_path
+from helpers.course import LESSONS, ROOT, SOLUTIONS, lesson_ids, notebook_path, skip_iri_grammar
 
 __all__ = ["LESSONS", "ROOT", "SOLUTIONS", "lesson_ids", "loaded", "nbgrader_env", "notebook_path"]
+
+skip_iri_grammar()  # every test process reads notebooks with nbformat: seconds saved in each
 
 # Tests always run the notebooks in fast mode.
 os.environ.setdefault("COURSE_FAST", "1")

@@ -22,8 +22,11 @@ from support import course_copy, nbgrader_env
 
 from helpers.grading.common import nbgrader
 
+# Shards are merged after a class is graded in shards: with tests/test_grading_resume.py, this
+# runs in make test-grading, to keep make test within its budget.
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.corpus,
     # nbgrader's own add_submission warns about its autoflush; not this module's concern
     pytest.mark.filterwarnings("ignore:Object of type:sqlalchemy.exc.SAWarning"),
 ]

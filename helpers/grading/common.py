@@ -256,11 +256,9 @@ def in_shard(student: str, k: int, n: int) -> bool:
     return int(hashlib.sha256(student.encode()).hexdigest(), 16) % n == k - 1
 
 
-# jsonschema (imported by nbformat, so by every nbgrader command) builds a grammar for its
-# optional IRI format check when it is imported, which costs seconds of CPU per process; nbgrader
-# never validates IRIs, so the grader's processes skip that module (jsonschema then simply has
-# no "iri" format check).
-sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+# nbgrader commands import nbformat: the grader's processes skip jsonschema's IRI grammar
+# (course.skip_iri_grammar), and so does every nbgrader command it runs (NBGRADER below).
+course.skip_iri_grammar()
 NBGRADER = (
     "import sys; sys.modules.setdefault('rfc3987_syntax', None); "
     "from nbgrader.apps.nbgraderapp import main; sys.exit(main())"
