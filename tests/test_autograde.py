@@ -1,7 +1,10 @@
 """The instructor's loop in a temporary copy of the course: autograde, feedback, export.
 
-Three students submit every lesson: the reference solution (full marks), the unmodified release
-(zero) and the solution with one exercise left unanswered (loses exactly that exercise's points).
+Two students submit every lesson: the solution with its last exercise left unanswered (loses
+exactly that exercise's points) and the unmodified release with only that exercise answered (earns
+exactly its points). Between them every exercise earns its points once and scores 0 once, in two
+notebooks a lesson instead of three (the full solutions get full marks in tests/test_hub.py,
+through make check in tests/test_checks.py and on the judge's side in tests/test_remote.py).
 """
 
 from __future__ import annotations
@@ -54,14 +57,17 @@ def graded(tmp_path_factory):
         total = sum(_points(solution).values())
         index, exercise, check = _last_exercise(solution)
         wrong = nbformat.read(notebook_path("solutions", lesson), as_version=4)
-        blank = next(
-            c for c in release.cells if c.metadata.get("nbgrader", {}).get("grade_id") == exercise
+        at = next(
+            i
+            for i, c in enumerate(release.cells)
+            if c.metadata.get("nbgrader", {}).get("grade_id") == exercise
         )
-        wrong.cells[index].source = blank.source
+        wrong.cells[index].source = release.cells[at].source
+        only_last = nbformat.read(notebook_path("lessons", lesson), as_version=4)
+        only_last.cells[at].source = solution.cells[index].source
         for student, nb, score in (
-            ("perfect", solution, total),
-            ("blank", release, 0),
             ("one_wrong", wrong, total - _points(solution)[check]),
+            ("only_last", only_last, _points(solution)[check]),
         ):
             folder = course / "grading" / "submitted" / student / lesson
             folder.mkdir(parents=True)
