@@ -117,3 +117,26 @@ def test_export_lists_every_submission(graded):
         rows = list(csv.DictReader(fh))
     seen = {(row["student_id"], row["assignment"]) for row in rows}
     assert {(s, lesson) for s, lesson in expected} <= seen
+
+
+def test_lessons_are_registered_again_only_when_their_source_changes(graded, monkeypatch):
+    """Every grading run registers its lessons in the gradebook (nbgrader generate_assignment,
+    seconds each): a lesson recorded from the same source is skipped, a changed one is not."""
+    from helpers.grading import common
+
+    course, _, _ = graded
+    calls = []
+    monkeypatch.setattr(common, "nbgrader", lambda root, *args, **kw: calls.append(args))
+    common.register_lessons(course, lessons=lesson_ids())
+    assert calls == []
+    lesson = lesson_ids()[0]
+    source = course / "solutions" / lesson / f"{lesson}.ipynb"
+    original = source.read_bytes()
+    try:
+        nb = nbformat.read(source, as_version=4)
+        nb.cells.append(nbformat.v4.new_markdown_cell("changed"))
+        nbformat.write(nb, source)
+        common.register_lessons(course, lessons=lesson_ids())
+        assert [args[:2] for args in calls] == [("generate_assignment", lesson)]
+    finally:
+        source.write_bytes(original)
