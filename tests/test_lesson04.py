@@ -476,7 +476,7 @@ def test_bigram_check_accepts_other_correct_answers(fn):
 
 
 def test_baselines_of_tiny_shakespeare(ns, shakespeare):
-    """The figures the lesson quotes: uniform 4.17, unigram 3.35, bigram 2.48 nats/char."""
+    """The figures section 7's table prints: uniform 4.17, unigram 3.35, bigram 2.48 nats/char."""
     vocab_size = len(shakespeare.vocab)
     assert math.log(vocab_size) == pytest.approx(4.174, abs=1e-3)
     unigram = ns["unigram_loss"](shakespeare.train, shakespeare.val, vocab_size)
@@ -922,6 +922,39 @@ def test_shipped_checkpoint(ns, shakespeare):
 def test_notebook_samples_from_model_and_vocab(ns):
     assert isinstance(ns["vocab"], Vocab) and len(ns["vocab"]) == 65
     assert isinstance(ns["model"], ns["CharRNN"])
+
+
+# Benchmark commands, seeds, versions and CPU instruction sets stay out of the lesson's prose, and
+# so does every measured figure: code cells print those from the files they come from.
+_NOT_IN_PROSE = ["make bench", "make checkpoint", "benchmarks/", "AVX", "AMX", "seed 0", "torch 2."]
+_MEASURED = [
+    "1.49",
+    "116 updates",
+    "2,747",
+    "2.95",
+    "1.29",
+    "1.44",
+    "1.46",
+    "5,000",
+    "2.48",
+    "3.35",
+    "about 28",
+    "near 28",
+    "near 12",
+    "between 4 and 5",
+    "towards 1.5",
+]
+
+
+def test_lesson_prose_names_no_benchmark_and_quotes_no_measured_figure():
+    notebook = json.loads(notebook_path("solutions", LESSON).read_text(encoding="utf-8"))
+    prose = "\n".join(
+        "".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown"
+    )
+    found = [word for word in _NOT_IN_PROSE + _MEASURED if word in prose]
+    assert not found, f"the lesson's markdown should not contain {found}"
+    assert "make check" in prose
+    assert prose.count("What you should see:") == 2  # after the batching picture and training
 
 
 # ----------------------------------------------------------------------------- benchmark
