@@ -1026,3 +1026,13 @@ def test_benchmark_compare_runs_both_presets_for_one_budget(tmp_path):
         assert summary["ratio"][key] == pytest.approx(course[key] / udacity[key], abs=1e-3)
     assert json.loads((tmp_path / "cmp-course.json").read_text()) == course
     assert json.loads((tmp_path / "cmp-udacity.json").read_text()) == udacity
+
+
+def test_char_rnn_defaults_are_the_lessons_model_config(ns):
+    """One place says what the lesson's model is: CharRNN's defaults agree with MODEL_CONFIG."""
+    model = ns["CharRNN"](10)
+    assert {
+        "hidden_size": model.hidden_size,
+        "num_layers": model.num_layers,
+        "dropout": model.dropout.p,
+    } == MODEL_CONFIG
