@@ -21,6 +21,7 @@ from helpers.checks.core import (
     _first_index,
     _float64,
     _nd_all,
+    all_close_at_once,
     assert_choice,
     assert_close,
     assert_equal_values,
@@ -500,37 +501,9 @@ def _causes_for(variants, name):
     return [Cause(message, outputs[name]) for message, outputs in variants]
 
 
-def _all_close(exercise, got, expected, *, inputs, reference, atol, rtol) -> float | None:
-    """One comparison of several answers at once; ``None`` when they are not all plain float64
-    tensors of the right shapes or do not all match (the caller then compares them one by one,
-    to say which is wrong). Each comparison checks the notebook's integrity, which costs time."""
-    for g, e in zip(got, expected, strict=True):
-        if (
-            type(g) is not torch.Tensor
-            or g.dtype != e.dtype
-            or g.device != e.device
-            or tuple(g.shape) != tuple(e.shape)
-        ):
-            return None
-    if not got:
-        return 0.0
-    try:
-        return assert_close(
-            exercise,
-            torch.cat([g.detach().reshape(-1) for g in got]),
-            torch.cat([e.reshape(-1) for e in expected]),
-            inputs=inputs,
-            reference=reference,
-            atol=atol,
-            rtol=rtol,
-        )
-    except CheckFailure:
-        return None
-
-
 def _compare_gradients(exercise, got, expected, names, variants, inputs, reference):
     _backward_shapes(exercise, got, expected, names, inputs)
-    worst = _all_close(
+    worst = all_close_at_once(
         exercise, got, expected, inputs=inputs, reference=reference, atol=1e-10, rtol=1e-7
     )
     if worst is not None:
@@ -976,7 +949,7 @@ def _check_clip_grad_norm(clip_grad_norm, *, cases, seed: int) -> None:
             ),
         )
         reference = f"torch.nn.utils.clip_grad_norm_ ({where}, factor {factor:.3g})"
-        quick = _all_close(
+        quick = all_close_at_once(
             "clip_grad_norm",
             list(clipped),
             expected,

@@ -31,6 +31,7 @@ from helpers.checks.core import (
     Cause,
     CheckFailure,
     Exercise,
+    all_close_at_once,
     assert_choice,
     assert_close,
     assert_equal_values,
@@ -1058,26 +1059,6 @@ def _assert_gradient(exercise, got, expected, **kwargs) -> float:
         raise _quiet(failure) from None
 
 
-def _all_gradients_close(exercise, got, expected, inputs) -> float | None:
-    """One comparison of all six answers when they are plain tensors of the right dtype and
-    shape; ``None`` when they are not or do not all match (then they are compared one by one)."""
-    for g, e in zip(got, expected, strict=True):
-        if type(g) is not torch.Tensor or g.dtype != e.dtype or tuple(g.shape) != tuple(e.shape):
-            return None
-        if g.device != e.device:
-            return None
-    try:
-        return assert_close(
-            exercise,
-            torch.cat([g.detach().reshape(-1) for g in got]),
-            torch.cat([e.reshape(-1) for e in expected]),
-            inputs=inputs,
-            reference=AUTOGRAD,
-        )
-    except CheckFailure:
-        return None
-
-
 def _compare_backward(exercise, got, expected: dict, variants, inputs) -> float:
     expected_list = [expected[n] for n in BACKWARD_NAMES]
     for name, g, e in zip(BACKWARD_NAMES, got, expected_list, strict=True):
@@ -1088,7 +1069,7 @@ def _compare_backward(exercise, got, expected: dict, variants, inputs) -> float:
                 inputs,
                 _backward_shape_cause(name, tuple(g.shape), tuple(e.shape)),
             )
-    worst = _all_gradients_close(exercise, got, expected_list, inputs)
+    worst = all_close_at_once(exercise, got, expected_list, inputs=inputs, reference=AUTOGRAD)
     if worst is not None:
         return worst
     found = variants()
