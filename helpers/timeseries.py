@@ -1,6 +1,6 @@
-"""Time-series data, forecasting and the long-memory race of lesson 03_time_series_rnn.
+"""Time-series data and forecasting for lesson 03_time_series_rnn.
 
-Three parts, in the order the lesson uses them:
+Two parts, in the order the lesson uses them:
 
 * **Sine waves.** ``sine_windows`` cuts independent windows (random phases) into a train/test
   split, ``sine_stream`` yields an endless stream of windows in which each window continues the
@@ -10,12 +10,8 @@ Three parts, in the order the lesson uses them:
 * **Multi-step forecasting.** ``forecast_errors`` measures how the error of a forecast grows
   with the horizon and ``plot_forecast`` draws one (the forecast itself, feeding a model's own
   predictions back as its inputs, is the lesson's exercise ``forecast``, not a helper).
-* **Long memory.** ``adding_problem`` makes the adding problem, ``LastStepRegressor`` puts a
-  linear head on ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM``, ``train_regressor`` is a seeded
-  training/evaluation loop with a progress bar and a wall-clock budget, ``long_memory_race``
-  trains the three kinds on the same data for the same budget, ``plot_race`` draws test loss
-  against training time with the trivial baseline, and ``shipped_race_table`` prints the
-  course's measurement of the full race (``data/long_memory_race.json``).
+
+The long-memory race of the lesson's last section is ``helpers.long_memory``.
 
 Models used with the sine-wave functions follow the lesson's ``SimpleRNN`` interface:
 ``model(x, hidden) -> (output, hidden)`` with ``x`` and ``output`` of shape ``(batch, seq, 1)``
@@ -24,19 +20,15 @@ and ``hidden=None`` meaning "start from zeros".
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from helpers.course import DATA
-from helpers.runtime import get_device
-from helpers.training import cpu_threads, model_device, optimizer_step, progress_bar
+from helpers.training import model_device
 
 #: Time between two samples of the sine waves (a period of 2*pi/frequency is ~42 samples).
 DT = 0.15
@@ -45,10 +37,6 @@ DT = 0.15
 #: its state a few more to settle), so held-out windows are made longer (60 steps) and only their
 #: last 40 steps are scored.
 WARMUP = 20
-#: Test MSE of the adding problem's trivial answer (always predict 1.0, the mean of the target):
-#: the target is the sum of two independent U(0, 1) values, whose variance is 2 / 12.
-ADDING_BASELINE_MSE = 1.0 / 6.0
-RECURRENT_KINDS = ("RNN", "GRU", "LSTM")
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -411,329 +399,3 @@ def plot_forecast_errors(errors: Mapping[str, torch.Tensor], ax=None, title=None
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return ax
-
-
-# --------------------------------------------------------------------------------------------
-# Long memory: the adding problem and the RNN / GRU / LSTM race
-# --------------------------------------------------------------------------------------------
-
-
-def adding_problem(
-    n_sequences: int,
-    seq_length: int,
-    *,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> Batch:
-    """The adding problem, a task that needs long memory (this version: Le, Jaitly & Hinton,
-    2015; the original is Hochreiter & Schmidhuber's, 1997).
-
-    Each sequence has two channels: random values drawn from U(0, 1), and a marker that is 1 at
-    exactly two steps (one in the first half of the sequence, one in the second) and 0 elsewhere.
-    The target, given only at the end, is the sum of the two marked values. The first marked value
-    can be up to ``seq_length - 1`` steps back, and everything after it is a distraction. Always
-    answering 1.0 (the mean) scores ``ADDING_BASELINE_MSE`` = 1/6.
-
-    Returns:
-        ``x`` of shape ``(n_sequences, seq_length, 2)`` (channel 0: values, channel 1: markers)
-        and ``y`` of shape ``(n_sequences, 1)``, float32 on ``device`` (default: CPU).
-    """
-    _check_positive_int("n_sequences", n_sequences)
-    _check_positive_int("seq_length", seq_length, 2)
-    half = seq_length // 2
-    values = torch.rand(n_sequences, seq_length, generator=generator)
-    first = torch.randint(0, half, (n_sequences,), generator=generator)
-    second = torch.randint(half, seq_length, (n_sequences,), generator=generator)
-    markers = torch.zeros(n_sequences, seq_length)
-    rows = torch.arange(n_sequences)
-    markers[rows, first] = 1.0
-    markers[rows, second] = 1.0
-    x = torch.stack([values, markers], dim=-1)
-    y = (values * markers).sum(dim=1, keepdim=True)
-    if device is not None:
-        x, y = x.to(device), y.to(device)
-    return x, y
-
-
-class LastStepRegressor(nn.Module):
-    """A recurrent layer of the given kind read out by a linear layer after the last step.
-
-    Args:
-        kind: ``"RNN"`` (tanh), ``"GRU"`` or ``"LSTM"``: the ``torch.nn`` layer to use.
-        input_size, hidden_size, output_size: sizes; the layer is ``batch_first``.
-
-    ``forward(x)``: ``x`` ``(batch, seq, input_size)`` -> ``(batch, output_size)``.
-    """
-
-    def __init__(self, kind: str, input_size: int, hidden_size: int, output_size: int = 1):
-        super().__init__()
-        if kind not in RECURRENT_KINDS:
-            raise ValueError(f"kind must be one of {RECURRENT_KINDS}, got {kind!r}")
-        for name, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("output_size", output_size),
-        ):
-            _check_positive_int(name, value)
-        self.kind = kind
-        self.recurrent = getattr(nn, kind)(input_size, hidden_size, batch_first=True)
-        self.head = nn.Linear(hidden_size, output_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs, _ = self.recurrent(x)
-        return self.head(outputs[:, -1])
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-@dataclass
-class RegressorHistory:
-    """What ``train_regressor`` measured: one entry per evaluation (the first at step 0).
-
-    ``seconds`` counts training time only (evaluations are not on the clock), so curves of
-    different models can be compared against time.
-    """
-
-    name: str
-    n_parameters: int
-    steps: list[int] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    #: The trained model (set by ``long_memory_race``), for measurements after the race.
-    model: nn.Module | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def final_test_loss(self) -> float:
-        return self.test_loss[-1]
-
-    @property
-    def best_test_loss(self) -> float:
-        return min(self.test_loss)
-
-
-def train_regressor(
-    model: nn.Module,
-    make_batch: Callable[[torch.Generator], Batch],
-    test_set: Batch,
-    *,
-    n_steps: int,
-    lr: float = 0.01,
-    eval_every: int = 50,
-    time_budget_s: float | None = None,
-    clip: float | None = 1.0,
-    seed: int = 0,
-    name: str = "model",
-    progress: bool = True,
-    threads: int | None = 1,
-) -> RegressorHistory:
-    """Train ``model`` with Adam on mean squared error and evaluate it on a fixed test set.
-
-    Args:
-        model: maps ``x`` to predictions shaped like ``y`` (e.g. a ``LastStepRegressor``); it is
-            trained on the device it is on.
-        make_batch: ``make_batch(generator) -> (x, y)`` draws one fresh training batch; it is
-            called with a ``torch.Generator`` seeded with ``seed``, so two runs with the same seed
-            see the same batches.
-        test_set: ``(x, y)`` held-out data, evaluated at step 0, every ``eval_every`` steps and
-            at the end.
-        n_steps: the most training steps; ``time_budget_s``: stop earlier once this many seconds
-            of training have passed (``None``: no time limit).
-        clip: gradient norm clipping (``None`` turns it off).
-        threads: CPU threads while training on the CPU (see ``cpu_threads``; ``None``: as set).
-
-    Returns:
-        A ``RegressorHistory``.
-    """
-    _check_positive_int("n_steps", n_steps)
-    _check_positive_int("eval_every", eval_every)
-    if time_budget_s is not None and not time_budget_s > 0:
-        raise ValueError(f"time_budget_s must be positive or None, got {time_budget_s!r}")
-    device = model_device(model)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    x_test, y_test = (t.to(device) for t in test_set)
-    history = RegressorHistory(name, count_parameters(model))
-    model.train()
-
-    def evaluate(step: int, elapsed: float, train_loss: float) -> float:
-        model.eval()
-        with torch.no_grad():
-            loss = float(nn.functional.mse_loss(model(x_test), y_test))
-        model.train()
-        history.steps.append(step)
-        history.seconds.append(elapsed)
-        history.test_loss.append(loss)
-        history.train_loss.append(train_loss)
-        return loss
-
-    with cpu_threads(threads, device):
-        evaluate(0, 0.0, float("nan"))
-        elapsed, running, count = 0.0, 0.0, 0
-        bar = progress_bar(range(1, n_steps + 1), desc=name, progress=progress, leave=True)
-        for step in bar:
-            x, y = (t.to(device) for t in make_batch(generator))
-            started = time.perf_counter()
-            loss = nn.functional.mse_loss(model(x), y)
-            # loss.item() inside also waits for the GPU, so the clock below is honest
-            running += optimizer_step(optimizer, loss, model.parameters(), clip)
-            elapsed += time.perf_counter() - started
-            count += 1
-            out_of_time = time_budget_s is not None and elapsed >= time_budget_s
-            if step % eval_every == 0 or step == n_steps or out_of_time:
-                test_loss = evaluate(step, elapsed, running / count)
-                running, count = 0.0, 0
-                bar.set_postfix(test_mse=f"{test_loss:.4f}", seconds=f"{elapsed:.0f}")
-            if out_of_time:
-                break
-        bar.close()
-    return history
-
-
-def long_memory_race(
-    seq_length: int,
-    *,
-    kinds: Sequence[str] = RECURRENT_KINDS,
-    hidden_size: int = 32,
-    n_steps: int = 1500,
-    batch_size: int = 64,
-    lr: float = 0.01,
-    eval_every: int = 50,
-    n_test: int = 1000,
-    time_budget_s: float | None = None,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-    threads: int | None = 1,
-) -> dict[str, RegressorHistory]:
-    """Train ``nn.RNN``, ``nn.GRU`` and ``nn.LSTM`` of the same hidden size on the adding problem.
-
-    Every model starts from ``torch.manual_seed(seed)``, trains on the same sequence of batches
-    (``batch_size`` fresh sequences of length ``seq_length`` per step) for the same budget
-    (``n_steps`` steps, and at most ``time_budget_s`` seconds each when given), and is scored on
-    the same ``n_test`` held-out sequences.
-
-    Returns:
-        ``{kind: RegressorHistory}`` in the order of ``kinds``.
-    """
-    for kind in kinds:
-        if kind not in RECURRENT_KINDS:
-            raise ValueError(f"kinds must be taken from {RECURRENT_KINDS}, got {kind!r}")
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("n_test", n_test)
-    device = torch.device(device) if device is not None else get_device()
-    test_set = adding_problem(
-        n_test, seq_length, generator=torch.Generator().manual_seed(10_000 + seed)
-    )
-
-    def make_batch(generator: torch.Generator) -> Batch:
-        return adding_problem(batch_size, seq_length, generator=generator)
-
-    results = {}
-    for kind in kinds:
-        torch.manual_seed(seed)
-        model = LastStepRegressor(kind, input_size=2, hidden_size=hidden_size).to(device)
-        results[kind] = train_regressor(
-            model,
-            make_batch,
-            test_set,
-            n_steps=n_steps,
-            lr=lr,
-            eval_every=eval_every,
-            time_budget_s=time_budget_s,
-            seed=seed,
-            name=f"{kind} (T={seq_length})",
-            progress=progress,
-            threads=threads,
-        )
-        results[kind].model = model
-    return results
-
-
-def plot_race(
-    histories: Mapping[str, RegressorHistory],
-    baseline: float = ADDING_BASELINE_MSE,
-    ax=None,
-    title: str | None = None,
-):
-    """Test loss against training time for each model, with the trivial baseline dashed."""
-    if not histories:
-        raise ValueError("histories is empty: expected at least one name -> RegressorHistory")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4))
-    for name, history in histories.items():
-        ax.semilogy(history.seconds, history.test_loss, marker=".", label=name)
-    ax.axhline(
-        baseline,
-        color="grey",
-        linestyle="--",
-        label=f"trivial baseline (always 1.0): {baseline:.3f}",
-    )
-    ax.set_xlabel("training time (s)")
-    ax.set_ylabel("test MSE")
-    ax.set_title(title or "Adding problem: test loss against training time")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return ax
-
-
-def race_table(
-    histories: Mapping[str, RegressorHistory], baseline: float = ADDING_BASELINE_MSE
-) -> str:
-    """A plain-text table: parameters, steps, seconds, final and best test MSE, vs the baseline."""
-    lines = [
-        f"{'model':<6} {'params':>7} {'steps':>6} {'seconds':>8} {'final MSE':>10} "
-        f"{'best MSE':>9} {'final/baseline':>15}"
-    ]
-    for name, h in histories.items():
-        lines.append(
-            f"{name:<6} {h.n_parameters:>7} {h.steps[-1]:>6} {h.seconds[-1]:>8.1f} "
-            f"{h.final_test_loss:>10.4f} {h.best_test_loss:>9.4f} "
-            f"{h.final_test_loss / baseline:>15.3f}"
-        )
-    lines.append(f"baseline (always predict 1.0): {baseline:.4f}")
-    return "\n".join(lines)
-
-
-#: The course's measurement of the full race (T = 100, hidden size 32, 1500 steps, seed 0), made
-#: by ``benchmarks/long_memory.py --json``: each model's parameters, steps, final test MSE and
-#: sensitivity to the two marked values, and one more plain RNN with more parameters than the LSTM.
-RACE_RESULT = DATA / "long_memory_race.json"
-
-
-def shipped_race(path=None) -> dict:
-    """The shipped measurement of the full race (``RACE_RESULT``), as a dict."""
-    path = RACE_RESULT if path is None else path
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"expected the race's measurement as JSON at {path}: {exc}") from None
-
-
-def shipped_race_table(record: dict | None = None) -> str:
-    """The shipped measurement as a plain-text table: one row per model (and the larger plain
-    RNN), with parameters, steps, final test MSE, its ratio to the baseline and how much the
-    trained model's answer moves with the first and the second marked value."""
-    record = shipped_race() if record is None else record
-    baseline = record["baseline_mse"]
-    rows = [(f"{k} ({m['hidden_size']})", m) for k, m in record["models"].items()]
-    rows += [(f"{k} ({m['hidden_size']})", m) for k, m in record.get("capacity", {}).items()]
-    lines = [
-        f"{'model (hidden)':<15} {'params':>7} {'steps':>6} {'final MSE':>10} "
-        f"{'final/baseline':>15} {'sensitivity 1st / 2nd':>22}"
-    ]
-    for name, m in rows:
-        first, second = (round(v, 2) + 0.0 for v in m["marker_sensitivity"])  # no "-0.00"
-        lines.append(
-            f"{name:<15} {m['n_parameters']:>7,} {m['steps']:>6} {m['final_test_mse']:>10.4f} "
-            f"{m['final_over_baseline']:>15.3f} {first:>14.2f} / {second:.2f}"
-        )
-    settings = record["settings"]
-    lines.append(
-        f"baseline (always answer 1.0): {baseline:.4f}; T = {settings['seq_length']}, "
-        f"{settings['n_steps']} steps of {settings['batch_size']} sequences"
-    )
-    return "\n".join(lines)

@@ -991,7 +991,9 @@ def test_remember_gate_is_a_worked_example_not_a_graded_point():
         if c.metadata.get("nbgrader", {}).get("grade")
     }
     assert points["lstm_cell_backward_check"] == max(points.values()) == 5
-    assert sum(points.values()) == 27
+    assert sum(points.values()) == 25
+    # the gates that follow the first one are the same pattern: one point each
+    assert points["learn_gate_check"] == points["use_gate_check"] == 1
 
 
 # --------------------------------------------------------------------------- make check, end to end
@@ -1026,7 +1028,7 @@ def test_make_check_passes_on_a_correct_notebook(tmp_path):
     result = _check_lesson(_mutated_solution(tmp_path, []))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(" passed\n") == 10, result.stdout
-    assert "total: 27/27 points\n" in result.stdout, result.stdout
+    assert "total: 25/25 points\n" in result.stdout, result.stdout
 
 
 @pytest.mark.slow

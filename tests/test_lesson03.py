@@ -1,6 +1,6 @@
-"""Lesson 03: helpers/timeseries.py, the checks' verdicts and messages on the usual mistakes in
-SimpleRNN, train_rnn, forecast and marker_sensitivity, the long-memory benchmark script, and
-the shipped race the notebook prints."""
+"""Lesson 03: helpers/timeseries.py and helpers/long_memory.py, the checks' verdicts and
+messages on the usual mistakes in SimpleRNN, train_rnn, forecast and marker_sensitivity, the
+long-memory sweep (benchmarks/long_memory.py) and the shipped sweep the notebook plots."""
 
 from __future__ import annotations
 
@@ -20,37 +20,46 @@ import helpers.timeseries
 from helpers.checks import CheckFailure
 from helpers.checks.lesson03 import (
     EXERCISES,
+    _central_difference,
+    _marked_steps,
     check_forecast,
     check_marker_sensitivity,
     check_simple_rnn,
     check_train_rnn,
 )
-from helpers.timeseries import (
+from helpers.long_memory import (
     ADDING_BASELINE_MSE,
-    DT,
-    RACE_RESULT,
-    WARMUP,
+    SWEEP_RESULT,
     LastStepRegressor,
     RegressorHistory,
-    _sine,
     adding_problem,
     count_parameters,
-    cpu_threads,
-    forecast_errors,
     long_memory_race,
+    plot_race,
+    plot_sweep,
+    race_table,
+    shipped_sweep,
+    sweep_summary,
+    sweep_table,
+    train_adding,
+    train_regressor,
+)
+from helpers.timeseries import (
+    DT,
+    WARMUP,
+    _sine,
+    forecast_errors,
     next_step_mse,
     persistence_mse,
     plot_forecast,
     plot_forecast_errors,
     plot_losses,
-    plot_race,
     plot_windows,
-    race_table,
     sine_series,
     sine_stream,
     sine_windows,
-    train_regressor,
 )
+from helpers.training import cpu_threads
 
 matplotlib.use("Agg")
 LESSON = "03_time_series_rnn"
@@ -358,11 +367,17 @@ def test_long_memory_race_trains_every_kind_on_the_same_data():
     assert params["RNN"] < params["GRU"] < params["LSTM"]
     again = long_memory_race(**kwargs, kinds=("LSTM",))
     assert again["LSTM"].test_loss == histories["LSTM"].test_loss
+    alone = train_adding("GRU", **kwargs)
+    assert alone.test_loss == histories["GRU"].test_loss and alone.model is not None
+    other_seed = train_adding("GRU", **kwargs | {"seed": 1})
+    assert other_seed.test_loss != histories["GRU"].test_loss
     table = race_table(histories)
     assert all(name in table for name in histories) and "baseline" in table
     assert plot_race(histories) is not None
     with pytest.raises(ValueError):
         long_memory_race(6, kinds=("CNN",))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        train_adding("CNN", 6)
 
 
 def test_history_properties():
@@ -670,19 +685,6 @@ def test_train_rnn_not_implemented_says_so(ns):
 # --------------------------------------------------------------------------------------------
 
 
-def test_benchmark_script_runs_and_prints_the_table(capsys):
-    spec = importlib.util.spec_from_file_location(
-        "long_memory", ROOT / "benchmarks" / "long_memory.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--fast", "--steps", "3", "--seq-length", "6", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "T=6" in out and "baseline (always predict 1.0)" in out
-    for name in ("RNN", "GRU", "LSTM"):
-        assert f"\n{name} " in out
-
-
 def _notebook_text(kind):
     nb = nbformat.read(notebook_path(kind, LESSON), as_version=4)
     return nb, "\n".join(cell.source for cell in nb.cells)
@@ -879,41 +881,87 @@ def _benchmark():
     return module
 
 
-def _shipped_race():
-    return json.loads(RACE_RESULT.read_text(encoding="utf-8"))
+def _mean(values):
+    return sum(values) / len(values)
 
 
-def test_the_shipped_race_is_the_benchmarks_full_race():
+def test_the_shipped_sweep_is_the_benchmarks_full_sweep():
     module = _benchmark()
-    record = _shipped_race()
-    assert record["settings"] == module.FULL and record["seed"] == 0
-    assert record["command"] == "python benchmarks/long_memory.py --json data/long_memory_race.json"
-    assert list(record["models"]) == ["RNN", "GRU", "LSTM"]
-    assert record["capacity"]["RNN"]["hidden_size"] == module.CAPACITY_HIDDEN
-    # the capacity run has more parameters than every gated model
-    assert record["capacity"]["RNN"]["n_parameters"] > max(
-        m["n_parameters"] for m in record["models"].values()
+    record = shipped_sweep()
+    settings = record["settings"]
+    assert settings == module.FULL
+    assert (
+        record["command"] == "python benchmarks/long_memory.py --json data/long_memory_sweep.json"
     )
-    # what the notebook's folded answer says of it
-    assert record["models"]["RNN"]["final_over_baseline"] > 0.5
-    assert record["capacity"]["RNN"]["final_over_baseline"] > 0.5
-    for name in ("GRU", "LSTM"):
-        assert record["models"][name]["final_over_baseline"] < 0.01
-        assert min(record["models"][name]["marker_sensitivity"]) > 0.9
-    assert max(abs(v) for v in record["models"]["RNN"]["marker_sensitivity"]) < 0.05
+    assert list(record["models"]) == ["RNN", "GRU", "LSTM", "RNN 66"]
+    assert len(settings["lengths"]) >= 4 and len(settings["seeds"]) >= 3
+    assert settings["lr_seed"] not in settings["seeds"]
+    # every model, length and seed once, with a learning rate from the candidates
+    runs = {(r["model"], r["seq_length"], r["seed"]) for r in record["runs"]}
+    assert len(runs) == len(record["runs"]) == 4 * len(settings["lengths"]) * len(settings["seeds"])
+    assert {r["lr"] for r in record["runs"]} <= set(settings["lr_candidates"])
+    # each run's learning rate is the best of its model's short runs at that length
+    trials = record["learning_rate_trials"]
+    for run in record["runs"]:
+        mine = [
+            t for t in trials if (t["model"], t["seq_length"]) == (run["model"], run["seq_length"])
+        ]
+        assert len(mine) == len(settings["lr_candidates"])
+        assert run["lr"] == module.choose_learning_rate(mine, settings["lr_default"])
+    # the capacity run has more parameters than every gated model
+    params = {m: info["n_parameters"] for m, info in record["models"].items()}
+    assert params["RNN 66"] > max(params["GRU"], params["LSTM"])
+    for model, info in record["models"].items():
+        assert params[model] == count_parameters(
+            LastStepRegressor(info["kind"], 2, info["hidden_size"])
+        )
+    # it was regenerated by one command in under 30 minutes
+    assert record["wall_seconds"] < 30 * 60
 
 
-def test_shipped_race_table_prints_every_model_from_the_file(tmp_path):
-    record = _shipped_race()
-    table = helpers.timeseries.shipped_race_table()
-    for summary in [*record["models"].values(), record["capacity"]["RNN"]]:
-        assert f"{summary['n_parameters']:,}" in table
-        assert f"{summary['final_test_mse']:.4f}" in table
+def test_the_shipped_sweep_says_what_the_notebook_says():
+    record = shipped_sweep()
+    summary = sweep_summary(record)
+    lengths = record["settings"]["lengths"]
+    shortest, longest = lengths[0], lengths[-1]
+    # the plain RNN solves the task at short range and uses the first marked value there
+    assert _mean(summary["RNN"][shortest]["ratio"]) < 0.1
+    assert _mean(summary["RNN"][shortest]["first"]) > 0.8
+    # at long range both plain RNNs end at the baseline, every seed, and ignore the first value
+    for model in ("RNN", "RNN 66"):
+        assert min(summary[model][longest]["ratio"]) > 0.5
+        assert max(abs(v) for v in summary[model][longest]["first"]) < 0.1
+    # the gated models end far below the baseline at every length, using both values
+    for model in ("GRU", "LSTM"):
+        for length in lengths:
+            assert _mean(summary[model][length]["ratio"]) < 0.05, (model, length)
+            assert min(summary[model][length]["first"]) > 0.8, (model, length)
+
+
+def test_sweep_table_and_plot_come_from_the_record(tmp_path):
+    record = shipped_sweep()
+    table = sweep_table(record)
+    summary = sweep_summary(record)
+    for model, points in summary.items():
+        assert f"\n{model} " in table
+        for point in points.values():
+            assert f"{_mean(point['ratio']):.3f}" in table
     changed = json.loads(json.dumps(record))
-    changed["models"]["GRU"]["final_test_mse"] = 0.1234
-    assert "0.1234" in helpers.timeseries.shipped_race_table(changed)
-    with pytest.raises(ValueError, match="expected the race's measurement as JSON"):
-        helpers.timeseries.shipped_race(tmp_path / "missing.json")
+    for run in changed["runs"]:
+        if run["model"] == "GRU":
+            run["final_test_mse"] = 0.1234 * ADDING_BASELINE_MSE
+    assert "0.123 (0.123-0.123)" in sweep_table(changed)
+    ax = plot_sweep(record)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert sum(label.startswith(tuple(summary)) for label in labels) == len(summary)
+    assert list(ax.get_xticks()) == record["settings"]["lengths"]
+    with pytest.raises(ValueError, match="expected the sweep's measurement as JSON"):
+        shipped_sweep(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**record, "runs": [{"model": "RNN"}]}))
+    with pytest.raises(ValueError, match="a run should have"):
+        shipped_sweep(broken)
+    assert SWEEP_RESULT.parent.name == "data"
 
 
 class _Adder(nn.Module):
@@ -929,10 +977,21 @@ class _Adder(nn.Module):
 
 
 def test_benchmark_marker_sensitivity():
-    sensitivity = _benchmark().marker_sensitivity
+    sensitivity = _benchmark().sensitivity
     x, _ = adding_problem(64, 12, generator=torch.Generator().manual_seed(3))
     assert sensitivity(_Adder(), x) == pytest.approx((1.0, 1.0))
-    assert sensitivity(_Adder(solved=False), x) == pytest.approx((0.0, 0.0))
+    assert sensitivity(_Adder(solved=False), x) == pytest.approx((0.0, 0.0), abs=1e-9)
+    # a float32 model is measured on a float64 copy, which is left where it was
+    torch.manual_seed(0)
+    model = LastStepRegressor("LSTM", 2, 5)
+    got = sensitivity(model, x)
+    assert next(model.parameters()).dtype == torch.float32
+    first, second = _marked_steps(x.double())
+    expected = [
+        float(_central_difference(model.double(), x.double(), steps).mean())
+        for steps in (first, second)
+    ]
+    assert got == pytest.approx(expected, abs=1e-12)
     with pytest.raises(ValueError):
         sensitivity(_Adder(), x[:, :, :1])
     with pytest.raises(ValueError):
@@ -943,7 +1002,7 @@ def test_the_solutions_marker_sensitivity(ns, capsys):
     x, _ = adding_problem(64, 12, generator=torch.Generator().manual_seed(3))
     assert ns["marker_sensitivity"](_Adder(), x) == pytest.approx((1.0, 1.0))
     assert ns["marker_sensitivity"](_Adder(solved=False), x) == pytest.approx((0.0, 0.0))
-    # on models and sizes the checks do not use, it agrees with the benchmark's own measurement
+    # on models and sizes the checks do not use, it agrees with the sweep's measurement
     for kind, seed in (("GRU", 5), ("LSTM", 6), ("RNN", 8)):
         torch.manual_seed(seed)
         model = LastStepRegressor(kind, 2, 7).double()
@@ -951,7 +1010,7 @@ def test_the_solutions_marker_sensitivity(ns, capsys):
         x = x.double()
         got = ns["marker_sensitivity"](model, x)
         assert all(type(v) is float for v in got)
-        assert got == pytest.approx(_benchmark().marker_sensitivity(model, x), abs=1e-12)
+        assert got == pytest.approx(_benchmark().sensitivity(model, x), abs=1e-7)
     check_marker_sensitivity(ns["marker_sensitivity"])
     check_marker_sensitivity(ns["marker_sensitivity"], hidden=True)
     assert "marker_sensitivity: OK" in capsys.readouterr().out
@@ -1013,29 +1072,58 @@ def test_marker_sensitivity_mistakes_are_named(ns, mode, message):
     assert "expected" not in text  # the reference's values are never printed
 
 
+def test_the_learning_rate_is_the_best_short_run_unless_none_learned():
+    choose = _benchmark().choose_learning_rate
+    base = ADDING_BASELINE_MSE
+    trials = [
+        {"lr": 0.003, "final_test_mse": 0.5 * base},
+        {"lr": 0.03, "final_test_mse": 0.2 * base},
+    ]
+    assert choose(trials, default=0.01) == 0.03
+    # every short run still on the plateau: the lowest is noise, the default is kept
+    flat = [
+        {"lr": 0.003, "final_test_mse": 0.95 * base},
+        {"lr": 0.03, "final_test_mse": 1.0 * base},
+    ]
+    assert choose(flat, default=0.01) == 0.01
+    with pytest.raises(ValueError, match="trials is empty"):
+        choose([], default=0.01)
+
+
 def test_benchmark_script_writes_the_measurement(tmp_path, capsys):
     module = _benchmark()
-    path = tmp_path / "race.json"
-    argv = ["--fast", "--steps", "2", "--seq-length", "6", "--quiet", "--capacity-hidden", "3"]
-    assert module.main([*argv, "--json", str(path)]) == 0
-    record = json.loads(path.read_text())
-    assert record["settings"]["seq_length"] == 6 and record["settings"]["n_steps"] == 2
-    assert set(record["models"]) == {"RNN", "GRU", "LSTM"}
-    assert record["capacity"]["RNN"]["hidden_size"] == 3
-    for summary in [*record["models"].values(), record["capacity"]["RNN"]]:
-        assert summary["steps"] == 2 and len(summary["marker_sensitivity"]) == 2
-    assert "d answer / d first marked value" in capsys.readouterr().out
+    path = tmp_path / "sweep.json"
+    plot = tmp_path / "sweep.png"
+    assert module.main(["--fast", "--jobs", "1", "--json", str(path), "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 0
+    record = shipped_sweep(path)
+    assert record["settings"] == module.FAST
+    assert record["command"] == f"python benchmarks/long_memory.py --fast --jobs 1 --json {path}"
+    lengths, seeds = module.FAST["lengths"], module.FAST["seeds"]
+    assert len(record["runs"]) == len(record["models"]) * len(lengths) * len(seeds)
+    for run in record["runs"]:
+        assert run["steps"] == module.FAST["n_steps"] and len(run["marker_sensitivity"]) == 2
+    assert len(record["learning_rate_trials"]) == len(record["models"]) * len(lengths) * len(
+        module.FAST["lr_candidates"]
+    )
+    out = capsys.readouterr().out
+    assert "d answer / d first marked value" in out and "final test MSE / baseline" in out
+    # the verdict reads the record: the fast sweep is too short for the result to hold
+    assert module.verdict(record, 0.1, 0.5)[0] is False
+    with pytest.raises(SystemExit):
+        module.main(["--jobs", "0"])
 
 
-def test_notebook_prints_the_shipped_race_and_quotes_no_figure():
+def test_notebook_plots_the_shipped_sweep_and_quotes_no_figure():
     _, text = _notebook_text("solutions")
-    assert "print(shipped_race_table())" in text
-    record = _shipped_race()
-    for summary in [*record["models"].values(), record["capacity"]["RNN"]]:
-        assert f"{summary['n_parameters']:,}" not in text
-        assert f"{summary['final_test_mse']:.4f}" not in text
-    for phrase in ("benchmarks/", "torch 2.", "seed 0)", "2.13"):
-        assert phrase not in text.replace("(the settings of full mode, seed 0)", ""), phrase
+    assert "sweep = shipped_sweep()" in text and "print(sweep_table(sweep))" in text
+    record = shipped_sweep()
+    for info in record["models"].values():
+        assert f"{info['n_parameters']:,}" not in text
+    for run in record["runs"]:
+        assert f"{run['final_test_mse']:.4f}" not in text
+    for phrase in ("benchmarks/", "torch 2.", "seed 0", "2.13", "torch.__version__"):
+        assert phrase not in text, phrase
     # the capacity claim of the folded answer is true
     lstm = LastStepRegressor("LSTM", 2, 32)
     assert count_parameters(LastStepRegressor("RNN", 2, 66)) > count_parameters(lstm)

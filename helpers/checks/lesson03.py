@@ -39,16 +39,15 @@ from helpers.checks.core import (
     gradient_report,
     report,
 )
+from helpers.long_memory import LastStepRegressor, adding_problem
 from helpers.timeseries import (
     WARMUP,
-    LastStepRegressor,
     _predict,
-    adding_problem,
-    cpu_threads,
     next_step_mse,
     persistence_mse,
     sine_windows,
 )
+from helpers.training import cpu_threads
 
 #: Training steps ``check_train_rnn`` gives ``train_rnn`` (the fast-mode budget).
 TRAIN_STEPS = 60

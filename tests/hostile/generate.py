@@ -553,13 +553,13 @@ LESSON01: list[Row] = [
     Row(
         "print_loop",
         "execution",
-        "an endless print loop (100 kB a line) before the clipping answer (the last exercise)",
+        "an endless print loop (100 kB a line) before adagrad_update (the last exercise)",
         before(
-            "clipping_answer",
+            "adagrad_update",
             "import time\nwhile True:\n    print('spam ' * 20000)\n    time.sleep(0.01)",
         ),
-        lost={"clipping_answer_check": ""},
-        outputs={"clipping_answer": "truncated"},
+        lost={"adagrad_update_check": ""},
+        outputs={"adagrad_update": "truncated"},
         repeat=True,
     ),
     Row(
@@ -763,9 +763,9 @@ LESSON01: list[Row] = [
     Row(
         "fork_bomb",
         "resources",
-        "forks without end before the clipping answer (the last exercise)",
-        before("clipping_answer", "import os\nwhile True:\n    os.fork()"),
-        lost={"clipping_answer_check": ""},
+        "forks without end before adagrad_update (the last exercise)",
+        before("adagrad_update", "import os\nwhile True:\n    os.fork()"),
+        lost={"adagrad_update_check": ""},
         repeat=True,
     ),
     Row(
