@@ -3,7 +3,7 @@
 #   make test     install (first time) and run the whole test suite (what CI runs)
 #   make check LESSON=01_intro_to_rnns   check your own notebook in lessons/ (LESSON=01 works)
 #   make test-quick  unit tests and the checks only (no notebook runs, grading or browser)
-# Instructors: make release | autograde | feedback | export | images   (see README.md)
+# Instructors: make release | autograde | feedback | export | images   (see docs/instructors.md)
 #   with nbgrader's exchange: make release-assignments | collect | autograde | feedback |
 #   release-feedback; a big class: autograde ARGS="--shard K/N" | merge-grades | similarity
 #   a class on a real JupyterHub on this machine: sudo make hub   (needs node and npm)

@@ -77,7 +77,8 @@ UDACITY_TRAINING = {
 #: ``(fewest passes, model)`` pairs, the largest first; a run that the lesson's model would
 #: read fewer passes over the training text in than every threshold keeps ``MODEL_CONFIG``.
 #: Passes = budget x the lesson model's measured bare-step rate x characters per batch / training
-#: characters. Derived from this script's runs on both ends (README, "A model for the budget"):
+#: characters. Derived from this script's runs on both ends (benchmarks/README.md, "A model
+#: for the budget"):
 #: at about 5 passes the 1 x 384 model is limited by its updates and a bigger one, slower per
 #: update, is no better; at 18-22 it over-fits, and a wider model with more dropout wins.
 BUDGET_MODELS = ((12.0, {"hidden_size": 512, "num_layers": 1, "dropout": 0.5}),)

@@ -44,7 +44,7 @@ from helpers.training import StepHistory, cpu_threads, model_device, progress_ba
 LN2 = math.log(2.0)
 
 #: The lesson's model (CharRNN's keyword arguments): one LSTM layer of 384 units, dropout 0.4.
-#: Tuned on a 2-core CPU for budgets of 3 and 10 minutes (README, "Char-LSTM benchmark"): 256
+#: Tuned on a 2-core CPU for budgets of 3 and 10 minutes (benchmarks/README.md): 256
 #: units without dropout learn as fast in 3 minutes but start memorising the 1 MB of Tiny
 #: Shakespeare after about 5 passes over it (10 minutes: 1.53 nats/char, worse than at 3).
 MODEL_CONFIG = {"hidden_size": 384, "num_layers": 1, "dropout": 0.4}

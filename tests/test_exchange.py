@@ -2,9 +2,10 @@
 
 Instructor steps are the ``make`` targets (``release-assignments``, ``collect``, ``autograde``,
 ``feedback``, ``release-feedback``, ``export``) run in a copy of the course; student steps are
-the nbgrader commands the README documents (on JupyterHub, the Assignments tab runs them). Two
-identities share this machine: each student has their own home (their nbgrader cache) and names
-themselves with ``--student``, which stands in for the separate accounts of a JupyterHub.
+the nbgrader commands docs/instructors.md documents (on JupyterHub, the Assignments tab runs
+them). Two identities share this machine: each student has their own home (their nbgrader cache)
+and names themselves with ``--student``, which stands in for the separate accounts of a
+JupyterHub.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ if users:
 # LocalProcessSpawner (the default): each user's server is a process of that Linux user, so a
 # student's kernel can read only what the student's account can. REAL SERVER: the same on one
 # machine; on Kubernetes, KubeSpawner (Zero to JupyterHub) with the exchange on shared storage
-# (see README.md).
+# (see docs/instructors.md, "A class on JupyterHub").
 c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"
 c.Spawner.cmd = [str(VENV / "bin" / "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
