@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 LESSON ?=
 ARGS ?=
-LINTED := helpers tests benchmarks images
+LINTED := helpers tests benchmarks images deploy
 # Jupyter refuses to start as root without --allow-root (containers, CI machines).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
@@ -82,7 +82,7 @@ feedback: $(STAMP)
 	$(RUN) $(BIN)/python -m helpers.grading feedback
 
 export: $(STAMP)
-	$(RUN) $(BIN)/python -m helpers.grading export
+	$(RUN) $(BIN)/python -m helpers.grading export $(ARGS)
 
 # nbgrader's exchange (JupyterHub): hand lessons out, collect submissions, hand feedback back.
 release-assignments: $(STAMP)

@@ -30,6 +30,9 @@ c.KernelManager.transport_encryption = "disabled"
 
 # A deleted test cell is put back from the gradebook instead of voiding the notebook.
 c.OverwriteCells.add_missing_cells = True
+# nbgrader's own autograde and the Formgrader's Autograde button would run submissions without
+# the sandbox: they refuse, and say to use `make autograde` (whose grader sets its own list).
+c.Autograde.autograde_preprocessors = ["helpers.grading.unsandboxed.UseMakeAutograde"]
 
 # Feedback must not show hidden tests.
 c.GenerateFeedback.preprocessors = [

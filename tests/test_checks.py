@@ -24,8 +24,15 @@ def test_release_fails(lesson, exercise):
     ns = loaded(notebook_path("lessons", lesson))
     with pytest.raises(CheckFailure) as failure:
         exercises(lesson)[exercise](ns)
-    # The message must name the exercise (or the missing answer) so a student can act on it.
-    assert str(failure.value).strip(), "a failing check must explain itself"
+    # The message names the exercise, or the answer it asks for, and says what to do about it.
+    message = str(failure.value)
+    named = message.split(":", 1)[0].split("(", 1)[0].strip()
+    if named != exercise:  # one of the exercise's answers, by the name the learner gives it
+        assert f"`{named}` is not defined. Run the cell that defines it" in message, message
+    assert any(
+        reason in message
+        for reason in ("not implemented yet", "is not defined", "does not pass its own check yet")
+    ), message
 
 
 def test_every_lesson_has_checks():

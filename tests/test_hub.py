@@ -162,10 +162,60 @@ def _alice(hub: Hub, phases: Phases, answers: dict[int, str]) -> None:
         phases.seen["alice feedback"] = _feedback(me)
 
 
+#: What a page of a user's JupyterLab reads about nbgrader's tools: the Lab plugins it runs
+#: without, and what the user's server answers at the Formgrader's API (status and body).
+TOOLS = """async ([user, lesson]) => {
+  const element = document.getElementById("jupyter-config-data");
+  const config = element ? JSON.parse(element.textContent) : {};
+  const disabled = config.disabledExtensions || [];
+  // cookie-authenticated requests that are not page loads must carry the XSRF token
+  const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
+  const read = async (url) => {
+    const response = await fetch(url, {headers: {"X-XSRFToken": decodeURIComponent(xsrf)}});
+    const text = await response.text();
+    try {
+      return {status: response.status, body: JSON.parse(text)};
+    } catch (error) {
+      return {status: response.status, body: text.slice(0, 300)};
+    }
+  };
+  const assignments = await read(`/user/${user}/formgrader/api/assignments`);
+  const submissions = await read(`/user/${user}/formgrader/api/submissions/${lesson}`);
+  return {
+    disabled: Array.isArray(disabled) ? disabled : Object.keys(disabled).filter(k => disabled[k]),
+    status: assignments.status,
+    assignments: assignments.body,
+    submissions: submissions.body,
+  };
+}"""
+
+
+#: The Formgrader's Autograde button for one submission (what the page posts when clicked).
+AUTOGRADE = """async ([user, lesson, student]) => {
+  const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
+  const url = `/user/${user}/formgrader/api/submission/${lesson}/${student}/autograde`;
+  const headers = {"X-XSRFToken": decodeURIComponent(xsrf)};
+  const response = await fetch(url, {method: "POST", headers});
+  return {status: response.status, body: await response.text()};
+}"""
+
+
+def _instructor(hub: Hub, phases: Phases) -> None:
+    """The instructor's own JupyterLab, in Chromium, once the class is graded."""
+    with Student(hub, INSTRUCTOR) as me:
+        me.log_in()
+        _wait(phases.feedback, phases)
+        me.reload()
+        phases.seen["instructor tools"] = me.page.evaluate(TOOLS, [INSTRUCTOR, L1])
+        phases.seen["formgrader autograde"] = me.page.evaluate(AUTOGRADE, [INSTRUCTOR, L1, ALICE])
+        me.shot("instructor-lab")
+
+
 def _bob(hub: Hub, phases: Phases, answers: dict[int, str]) -> None:
     wrong = _index(WRONG)
     with Student(hub, BOB) as me:
         me.log_in()
+        phases.seen["bob tools"] = me.page.evaluate(TOOLS, [BOB, L1])
         me.fetch(L1)
         path = me.open_notebook(L1)
         for index, text in answers.items():
@@ -256,6 +306,7 @@ def klass():
         answers = _answers()
         threads = [_thread("alice", _alice, hub, phases, answers)]
         threads.append(_thread("bob", _bob, hub, phases, answers))
+        threads.append(_thread("instructor", _instructor, hub, phases))
         _until(phases.alice_done, phases, "alice's second submission", hub)
         _until(phases.bob_ready, phases, "bob's work", hub)
         # The due date has whole seconds: one second after alice's last submission at least.
@@ -387,3 +438,43 @@ def test_each_student_sees_their_own_score_and_no_hidden_test(klass):
     for who, text in (("alice", alice), ("bob", bob)):
         leaked = [line for line in hidden if line in text]
         assert not leaked, f"{who}'s feedback shows hidden tests: {leaked}"
+
+
+def test_students_get_student_tools_only(klass):
+    """A student's Lab runs without the Formgrader, Create Assignment and the course list, and
+    their server has no Formgrader; the instructor's has all of them."""
+    _, seen, _, _ = klass
+    student, instructor = seen["bob tools"], seen["instructor tools"]
+    for plugin in ("formgrader", "create-assignment", "course-list"):
+        assert f"@jupyter/nbgrader:{plugin}" in student["disabled"], student
+    assert not any("assignment-list" in d or "validate" in d for d in student["disabled"])
+    assert student["status"] == 404, student
+    assert not any("nbgrader" in d for d in instructor["disabled"]), instructor
+    assert instructor["status"] == 200, instructor
+
+
+def test_the_formgrader_shows_the_course_and_its_scores(klass):
+    """The instructor's Formgrader, served from their home folder, reads the course's
+    configuration: the released lesson, both submissions and the autograder's scores."""
+    _, seen, _, gradebook = klass
+    tools = seen["instructor tools"]
+    lessons = {a["name"]: a for a in tools["assignments"]}
+    assert L1 in lessons, tools["assignments"]
+    assert lessons[L1]["num_submissions"] == 2
+    scores = {s["student"]: s["score"] for s in tools["submissions"]}
+    total = sum(points(L1).values())
+    assert scores == {student: gradebook[student]["score"] for student in (ALICE, BOB)}
+    assert scores[ALICE] == total and scores[BOB] == total - points(L1)[f"{WRONG}_check"], tools
+
+
+def test_the_formgrader_autograde_button_says_to_use_make_autograde(klass):
+    """The Formgrader's Autograde would run a submission unsandboxed: it refuses, names the
+    course's grader, and leaves the score the sandboxed grader gave."""
+    _, seen, _, gradebook = klass
+    answer = seen["formgrader autograde"]
+    assert answer["status"] == 200, answer
+    result = json.loads(answer["body"])
+    assert result["success"] is False and "make autograde" in result["error"], result
+    assert seen["instructor tools"]["submissions"] and gradebook[ALICE]["score"] == sum(
+        points(L1).values()
+    )

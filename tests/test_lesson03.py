@@ -237,13 +237,36 @@ def test_helpers_hold_no_forecast():
     assert not hasattr(helpers.timeseries, "forecast")
 
 
-def test_plots_return_axes_and_reject_empty_input():
+def _curve(ax, label):
+    (line,) = [line for line in ax.get_lines() if line.get_label() == label]
+    return [float(v) for v in line.get_xdata()], [float(v) for v in line.get_ydata()]
+
+
+def test_plots_draw_their_data_and_reject_empty_input():
     data = sine_windows(6, 10, test_fraction=0.5, seed=0)
-    assert plot_windows(data.x_train, data.y_train, n=2, prediction=data.y_train) is not None
-    assert plot_losses([1.0, 0.5, 0.2], baseline=0.3) is not None
+    ax = plot_windows(data.x_train, data.y_train, n=2, prediction=2 * data.y_train)
+    # two windows of three curves; the legend names the first window's, the target one step on
+    assert len(ax.get_lines()) == 6
+    x_steps, x_values = _curve(ax, "input x[t]")
+    y_steps, y_values = _curve(ax, "target y[t] = x[t+1]")
+    assert x_values == pytest.approx(data.x_train[0, :, 0].tolist())
+    assert y_values == pytest.approx(data.y_train[0, :, 0].tolist())
+    assert y_steps == pytest.approx([t + DT for t in x_steps])
+    assert _curve(ax, "prediction")[1] == pytest.approx((2 * data.y_train[0, :, 0]).tolist())
+    ax = plot_losses([1.0, 0.5, 0.2], baseline=0.3)
+    assert _curve(ax, "training loss (MSE)") == ([1.0, 2.0, 3.0], [1.0, 0.5, 0.2])
+    assert _curve(ax, "baseline 0.3")[1] == [0.3, 0.3] and ax.get_yscale() == "log"
     series = sine_series(2, 30)
-    assert plot_forecast(series[:, :20], series[:, 20:], series[:, 20:]) is not None
-    assert plot_forecast_errors({"a": torch.ones(5)}) is not None
+    ax = plot_forecast(series[:, :20], series[:, 20:], 0.5 * series[:, 20:], index=1)
+    assert _curve(ax, "context (observed)")[1] == pytest.approx(series[1, :20, 0].tolist())
+    assert _curve(ax, "truth")[1] == pytest.approx(series[1, 20:, 0].tolist())
+    assert _curve(ax, "forecast")[1] == pytest.approx((0.5 * series[1, 20:, 0]).tolist())
+    assert "10 steps" in ax.get_title()
+    ax = plot_forecast_errors({"model": torch.arange(1.0, 6.0), "no change": torch.ones(5)})
+    assert _curve(ax, "model") == ([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert _curve(ax, "no change")[1] == [1.0] * 5
+    with pytest.raises(ValueError, match="should be 1-D"):
+        plot_forecast_errors({"a": torch.ones(2, 3)})
     with pytest.raises(ValueError):
         plot_losses([])
     with pytest.raises(ValueError):
@@ -373,7 +396,13 @@ def test_long_memory_race_trains_every_kind_on_the_same_data():
     assert other_seed.test_loss != histories["GRU"].test_loss
     table = race_table(histories)
     assert all(name in table for name in histories) and "baseline" in table
-    assert plot_race(histories) is not None
+    ax = plot_race(histories)
+    for name, history in histories.items():
+        assert _curve(ax, name) == (history.seconds, history.test_loss)
+    assert (
+        _curve(ax, f"trivial baseline (always 1.0): {ADDING_BASELINE_MSE:.3f}")[1]
+        == [ADDING_BASELINE_MSE] * 2
+    )
     with pytest.raises(ValueError):
         long_memory_race(6, kinds=("CNN",))
     with pytest.raises(ValueError, match="kind must be one of"):

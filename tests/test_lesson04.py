@@ -200,11 +200,12 @@ def test_sample_check_catches_ignored_temperature_and_generator(ns):
 
 
 def _expect(check, fn, words):
-    """``check(fn)`` (visible then hidden cases) fails, and its message contains ``words``."""
-    with pytest.raises(CheckFailure) as failure:
-        check(fn)
-        check(fn, hidden=True)
-    assert words in str(failure.value), str(failure.value)
+    """``check(fn)`` fails on its visible cases and on its hidden ones, each time with a message
+    that contains ``words``."""
+    for hidden in (False, True):
+        with pytest.raises(CheckFailure) as failure:
+            check(fn, hidden=hidden)
+        assert words in str(failure.value), f"hidden={hidden}: {failure.value}"
 
 
 def _passes(check, fn):
@@ -397,7 +398,7 @@ def _bigram(train, val, vocab_size, alpha=1.0, axis=1, log=np.log, first=None):
         (lambda t, v, n: _unigram(t, v, n, smoothing=0.0), "no add-one smoothing"),
         (lambda t, v, n: _unigram(t, v, n, log=np.log2), "log base 2"),
         (lambda t, v, n: _unigram(t, v, n, counted=np.r_[t, v]), "validation text was counted"),
-        (lambda t, v, n: _bigram(t, v, n), "that is the bigram's loss"),
+        (lambda t, v, n: _bigram(t, v, n), "the bigram's loss"),
         (lambda t, v, n: _unigram(t, v, n) * len(v), "the sum over the validation text"),
         (lambda t, v, n: math.exp(_unigram(t, v, n)), "perplexity"),
         (lambda t, v, n: torch.tensor(_unigram(t, v, n)), "return a Python float"),

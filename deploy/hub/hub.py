@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import os
 import pwd
 import secrets
@@ -226,6 +227,68 @@ def instructor_settings(exchange: Path) -> str:
     )
 
 
+#: nbgrader's instructor tools (its installation guide names them): a student's server runs
+#: without them, and keeps the Assignments tab and Validate.
+CSP = "Content-Security-Policy"
+INSTRUCTOR_LAB_PLUGINS = (
+    "@jupyter/nbgrader:formgrader",
+    "@jupyter/nbgrader:create-assignment",
+    "@jupyter/nbgrader:course-list",
+)
+INSTRUCTOR_SERVER_EXTENSIONS = (
+    "nbgrader.server_extensions.formgrader",
+    "nbgrader.server_extensions.course_list",
+)
+
+
+def student_jupyter_config(folder: Path) -> None:
+    """What a student's server reads first (STATE/jupyter-student, put before STATE/jupyter on
+    a student's JUPYTER_CONFIG_PATH by jupyterhub_config.py): nbgrader's instructor tools off,
+    in JupyterLab (its page config) and on the server (its extensions)."""
+    (folder / "labconfig").mkdir(parents=True, exist_ok=True)
+    for path in (folder, folder / "labconfig"):
+        path.chmod(0o755)
+    files = {
+        folder / "labconfig" / "page_config.json": {
+            "disabledExtensions": dict.fromkeys(INSTRUCTOR_LAB_PLUGINS, True)
+        },
+        folder / "jupyter_server_config.json": {
+            "ServerApp": {"jpserver_extensions": dict.fromkeys(INSTRUCTOR_SERVER_EXTENSIONS, False)}
+        },
+    }
+    for path, content in files.items():
+        path.write_text(json.dumps(content, indent=1) + "\n")
+        path.chmod(0o644)
+
+
+def instructor_jupyter_config(room: Classroom) -> None:
+    """The instructor's own Jupyter configuration (~/.jupyter), so that their server, which runs
+    in their home folder, serves the course: the Formgrader reads the course's
+    nbgrader_config.py (its lessons, gradebook and exchange) wherever the server starts, and may
+    be shown in a JupyterLab tab (a frame of the same origin: frame-ancestors 'self' instead of
+    the single-user server's 'none'), and its Autograde button answers that grading is
+    `make autograde` (helpers.grading.unsandboxed). REAL SERVER: the same files in their home; with
+    every user's server on one origin, any page of that origin may frame it (see
+    docs/instructors.md)."""
+    entry = pwd.getpwnam(room.instructor)
+    folder = room.home(room.instructor) / ".jupyter"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "nbgrader_config.py").write_text(
+        "# The course's settings, wherever this server starts (written by deploy/hub/hub.py).\n"
+        "c = get_config()  # noqa: F821\n"
+        f'load_subconfig("{room.course / "nbgrader_config.py"}")  # noqa: F821\n'
+    )
+    server = {
+        "ServerApp": {
+            "tornado_settings": {"headers": {CSP: "frame-ancestors 'self'"}},
+            # the Formgrader's Autograde button would grade unsandboxed: it says to use make
+            "jpserver_extensions": {"helpers.grading.unsandboxed": True},
+        }
+    }
+    (folder / "jupyter_server_config.json").write_text(json.dumps(server, indent=1) + "\n")
+    _chown_tree(folder, entry)
+
+
 def prepare_exchange(room: Classroom) -> None:
     room.state.mkdir(parents=True, exist_ok=True)
     room.state.chmod(0o755)
@@ -238,6 +301,7 @@ def prepare_exchange(room: Classroom) -> None:
     config.chmod(0o755)
     (config / "nbgrader_config.py").write_text(student_config(room.exchange))
     (config / "nbgrader_config.py").chmod(0o644)
+    student_jupyter_config(room.state / "jupyter-student")
 
 
 def prepare_instructor_course(room: Classroom) -> Path:
@@ -281,6 +345,7 @@ def setup(room: Classroom) -> list[str]:
     saved.write_text("".join(f"{u} {p}\n" for u, p in room.passwords.items()))
     saved.chmod(0o600)
     prepare_instructor_course(room)
+    instructor_jupyter_config(room)
     return changed
 
 
@@ -300,6 +365,7 @@ def hub_environment(room: Classroom, port: int, **extra: str) -> dict[str, str]:
         COURSE_HUB_PROXY_API_PORT=str(free_port()),
         COURSE_HUB_PROXY=str(PROXY),
         COURSE_HUB_USERS=",".join(room.users),
+        COURSE_HUB_INSTRUCTORS=room.instructor,
         **extra,
     )
     return env

@@ -80,6 +80,20 @@ c.Spawner.environment = {
     # One torch thread per kernel: a classroom machine has more students than cores.
     "OMP_NUM_THREADS": env("COURSE_HUB_OMP_THREADS", "1"),
 }
+# Students get student tools only: STATE/jupyter-student (hub.py) comes first on their config
+# path and turns nbgrader's Formgrader, Create Assignment and course list off. REAL SERVER: the
+# instructors' logins here (or an admin group), and the same folder in /etc/jupyter-student.
+INSTRUCTORS = {u for u in env("COURSE_HUB_INSTRUCTORS", "").split(",") if u}
+
+
+def student_tools_only(spawner):
+    if spawner.user.name not in INSTRUCTORS:
+        path = f"{STATE / 'jupyter-student'}{os.pathsep}{STATE / 'jupyter'}"
+        # a new dict: the configured one is shared by every spawner
+        spawner.environment = {**spawner.environment, "JUPYTER_CONFIG_PATH": path}
+
+
+c.Spawner.pre_spawn_hook = student_tools_only
 if env("COURSE_FAST"):  # the tests: every training cell runs in seconds
     c.Spawner.environment["COURSE_FAST"] = env("COURSE_FAST")
 if env("COURSE_HUB_EXPOSE_APP"):  # the tests: window.jupyterapp, Lab's command registry

@@ -996,13 +996,18 @@ def _judge_loss(name, got, expected, where, inputs, causes) -> None:
     got = float(got)
     smoothing = next(m for m, _ in causes if "smoothing" in m)
     if math.isnan(got):
-        fail(
-            name,
-            f"{where} returned nan",
-            inputs,
-            "0 / 0 for a character that never occurs in the training text (its count and "
-            "total are both 0). " + smoothing[0].upper() + smoothing[1:],
-        )
+        if name == "unigram_loss" and len(inputs["val_ids"]) < 2:
+            cause = (
+                "that looks like the bigram's loss, a mean over pairs of characters: with one "
+                "held-out character there is no pair, and the mean over no pairs is nan. The "
+                "unigram scores every validation character on its own."
+            )
+        else:
+            cause = (
+                "0 / 0 for a character that never occurs in the training text (its count and "
+                "total are both 0). " + smoothing[0].upper() + smoothing[1:]
+            )
+        fail(name, f"{where} returned nan", inputs, cause)
     if math.isinf(got):
         fail(
             name,
@@ -1015,8 +1020,8 @@ def _judge_loss(name, got, expected, where, inputs, causes) -> None:
     cause = next((m for m, out in causes if math.isfinite(out) and _close_float(got, out)), None)
     fail(
         name,
-        f"{where} returned {got:.6g} nats/char, expected {expected:.6g} (from counts of "
-        "np.bincount on the training text)",
+        f"{where} returned {got:.6g} nats/char, off by {abs(got - expected) / abs(expected):.2g} "
+        "relative to the loss of the counts of the training text (np.bincount)",
         inputs,
         cause,
     )

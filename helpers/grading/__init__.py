@@ -5,7 +5,8 @@ course root::
 
     python -m helpers.grading autograde          # every submission in grading/submitted/
     python -m helpers.grading feedback           # grading/feedback/..., hidden tests removed
-    python -m helpers.grading export             # grading/grades.csv
+    python -m helpers.grading export             # grading/grades.csv, grades-by-student.csv and
+                                                 # grades-canvas.csv (helpers.grading.export)
     python -m helpers.grading release-assignments  # lessons/ -> the nbgrader exchange
     python -m helpers.grading collect            # the exchange -> grading/submitted/
     python -m helpers.grading release-feedback   # grading/feedback/ -> the exchange

@@ -154,10 +154,33 @@ def feedback(root: Path) -> int:
     return 0
 
 
-def export(root: Path) -> int:
-    target = grading_dir(root) / "grades.csv"
-    nbgrader(root, "export", f"--to={target}", "--log-level=WARN")
-    print(f"grades written to {target}")
+#: What ``make export`` writes in grading/: file name -> nbgrader export plugin (None: nbgrader's
+#: own CsvExportPlugin). The formats are described in ``helpers.grading.export``.
+EXPORTS = {
+    "grades.csv": None,
+    "grades-by-student.csv": "helpers.grading.export.ByStudentCsvExportPlugin",
+    "grades-canvas.csv": "helpers.grading.export.CanvasCsvExportPlugin",
+}
+
+
+def export(root: Path, canvas_roster: Path | None = None, canvas_match: str | None = None) -> int:
+    """Write the gradebook's scores in every format of ``EXPORTS``, each by ``nbgrader export``."""
+    for name, plugin in EXPORTS.items():
+        target = grading_dir(root) / name
+        options = [f"--to={target}", "--log-level=WARN"]
+        if plugin:
+            options.append(f"--exporter={plugin}")
+        if plugin and plugin.endswith("CanvasCsvExportPlugin"):
+            if canvas_roster is not None:
+                if not canvas_roster.is_file():
+                    raise ValueError(f"--canvas-roster: no such file {canvas_roster}")
+                options.append(f"--CanvasCsvExportPlugin.roster={canvas_roster.resolve()}")
+            if canvas_match:
+                options.append(f"--CanvasCsvExportPlugin.match={canvas_match}")
+        result = nbgrader(root, "export", *options)
+        if result.stderr.strip():  # warnings only (--log-level=WARN): students not matched
+            sys.stderr.write(result.stderr)
+        print(f"grades written to {target}")
     return 0
 
 
@@ -229,6 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     parser.add_argument("command", choices=list(commands))
     add_root_argument(parser)
+    exports = parser.add_argument_group("export")
+    exports.add_argument(
+        "--canvas-roster",
+        type=Path,
+        help="a CSV with Canvas's student columns (its gradebook export) to match students by",
+    )
+    exports.add_argument(
+        "--canvas-match",
+        help="the roster column holding the nbgrader student id (default: SIS Login ID)",
+    )
     limits = sandbox.Limits()
     env = os.environ.get
     group = parser.add_argument_group("autograde")
@@ -324,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{root} has no nbgrader_config.py: run from the course root")
     if args.command in ("release-assignments", "collect", "release-feedback"):
         return commands[args.command](root, args.lesson)
+    if args.command == "export":
+        try:
+            return export(root, args.canvas_roster, args.canvas_match)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.command != "autograde":
         return commands[args.command](root)
     timeout, lesson_timeouts = _per_lesson(parser, "--timeout", args.timeout)
