@@ -16,9 +16,12 @@ the course's sandboxed grader run by the instructor's account. One hub for the w
    alice's work, the exchange's submissions and the gradebook (refused); submits after the
    due date, which the instructor sets once alice is done;
 3. the hub is restarted (its students' servers keep running, nobody logs in again);
-4. the instructor collects, grades with ``make autograde`` (bubblewrap sandbox required),
-   writes and releases feedback;
-5. each student fetches feedback in the tab and opens it: their own score, no hidden test.
+4. the instructor collects and grades with ``make autograde`` (bubblewrap sandbox required);
+5. the instructor, in their own Lab in Chromium: the Formgrader shows the course and the scores,
+   its Autograde button says to use make autograde, and a manual grade and a comment are given
+   to alice; then feedback is written and released, and ``make export`` run;
+6. each student fetches feedback in the tab and opens it: their own score, no hidden test (a
+   student's Lab and server have no instructor tools: checked in bob's page).
 
 Screenshots of every step: test-artifacts/hub/. Needs root, node and npm (for the proxy) and
 Chromium; without them the module is skipped, or fails when COURSE_REQUIRE_HUB or
@@ -27,6 +30,7 @@ COURSE_REQUIRE_BROWSER is set (.ci/run sets them), naming what to install.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import os
@@ -126,6 +130,8 @@ class Phases:
         self.bob_ready = threading.Event()
         self.deadline = threading.Event()
         self.bob_done = threading.Event()
+        self.graded = threading.Event()
+        self.manual_done = threading.Event()
         self.feedback = threading.Event()
         self.errors: dict[str, BaseException] = {}
         self.seen: dict[str, object] = {}
@@ -200,15 +206,45 @@ AUTOGRADE = """async ([user, lesson, student]) => {
 }"""
 
 
+#: The Formgrader's manual grading of one cell of one submission, as its page saves it: a
+#: manual score on a graded cell and a comment on the exercise's cell, through its API.
+MANUAL = """async ([user, lesson, student, check, exercise, score, comment]) => {
+  const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
+  const headers = {"X-XSRFToken": decodeURIComponent(xsrf), "Content-Type": "application/json"};
+  const base = `/user/${user}/formgrader/api`;
+  const get = async (url) => (await fetch(base + url, {headers})).json();
+  const notebooks = await get(`/submitted_notebooks/${lesson}/${lesson}`);
+  const mine = notebooks.find((n) => n.student === student);
+  const grade = (await get(`/grades?submission_id=${mine.id}`)).find((g) => g.name === check);
+  const note = (await get(`/comments?submission_id=${mine.id}`)).find((c) => c.name === exercise);
+  const put = (url, body) =>
+    fetch(base + url, {method: "PUT", headers, body: JSON.stringify(body)});
+  const graded = await put(`/grade/${grade.id}`, {manual_score: score, extra_credit: null});
+  const commented = await put(`/comment/${note.id}`, {manual_comment: comment});
+  return {grade: graded.status, comment: commented.status,
+          saved: await get(`/grade/${grade.id}`), note: await get(`/comment/${note.id}`)};
+}"""
+MANUAL_CELL = "gru_quiz"  # alice's manually graded exercise: half of its point, and a comment
+MANUAL_SCORE = 0.5
+MANUAL_COMMENT = "Half a point: say which of the GRU's states plays the LSTM's cell state."
+
+
 def _instructor(hub: Hub, phases: Phases) -> None:
-    """The instructor's own JupyterLab, in Chromium, once the class is graded."""
+    """The instructor's own JupyterLab, in Chromium: the Formgrader once the class is
+    autograded (the course, the scores, the Autograde button, a manual grade and comment)."""
     with Student(hub, INSTRUCTOR) as me:
         me.log_in()
-        _wait(phases.feedback, phases)
+        _wait(phases.graded, phases)
         me.reload()
         phases.seen["instructor tools"] = me.page.evaluate(TOOLS, [INSTRUCTOR, L1])
         phases.seen["formgrader autograde"] = me.page.evaluate(AUTOGRADE, [INSTRUCTOR, L1, ALICE])
+        phases.seen["manual grade"] = me.page.evaluate(
+            MANUAL,
+            [INSTRUCTOR, L1, ALICE, f"{MANUAL_CELL}_check", MANUAL_CELL]
+            + [MANUAL_SCORE, MANUAL_COMMENT],
+        )
         me.shot("instructor-lab")
+        phases.manual_done.set()
 
 
 def _bob(hub: Hub, phases: Phases, answers: dict[int, str]) -> None:
@@ -328,8 +364,11 @@ def klass():
         hub.restart()
         out["collect"] = hub.instructor("collect", f"--lesson {L1}")
         out["autograde"] = hub.instructor("autograde", f"--lesson {L1} --jobs 2 --sandbox bwrap")
+        phases.graded.set()
+        _until(phases.manual_done, phases, "the instructor's manual grade", hub)
         out["feedback"] = hub.instructor("feedback")
         out["release-feedback"] = hub.instructor("release-feedback", f"--lesson {L1}")
+        out["export"] = hub.instructor("export")
         timings["grading"] = time.perf_counter() - started
         phases.feedback.set()
         for thread in threads:
@@ -399,7 +438,10 @@ def test_scores_latest_submission_and_late_penalty(klass):
     total = sum(points(L1).values())
     submissions = list((hub.room.exchange / "rnn-course" / "inbound").glob(f"{ALICE}+{L1}+*"))
     assert len(submissions) == 2, f"alice submitted twice, the exchange has {submissions}"
-    assert grades[ALICE]["score"] == total and not grades[ALICE]["late"], (grades, out)
+    # alice: every check, less what the instructor's manual grade took off (below)
+    manual = points(L1)[f"{MANUAL_CELL}_check"] - MANUAL_SCORE
+    assert grades[ALICE]["score"] == total - manual and not grades[ALICE]["late"], (grades, out)
+    assert grades[ALICE]["cells"][f"{MANUAL_CELL}_check"] == MANUAL_SCORE
     # bob: every check but the wrong one, then 0 for a late submission (penalty_method "zero")
     raw = total - points(L1)[f"{WRONG}_check"]
     # nbgrader keeps the points and the penalty apart: what counts is score - penalty
@@ -420,7 +462,8 @@ def test_each_student_sees_their_own_score_and_no_hidden_test(klass):
     total = sum(points(L1).values())
     alice, bob = seen["alice feedback"], seen["bob feedback"]
     raw = total - points(L1)[f"{WRONG}_check"]
-    assert f"{L1} (Score: {total:.1f} / {total:.1f})" in alice, alice[:1000]
+    mine = total - points(L1)[f"{MANUAL_CELL}_check"] + MANUAL_SCORE  # the manual grade
+    assert f"{L1} (Score: {mine:.1f} / {total:.1f})" in alice, alice[:1000]
     assert f"{L1} (Score: 0.0 / {total:.1f})" in bob, bob[:1000]
     assert f"Late submission penalty (Score: -{raw:.1f})" in bob, bob[:1000]
     assert "Late submission penalty" not in alice, alice[:1000]
@@ -461,10 +504,11 @@ def test_the_formgrader_shows_the_course_and_its_scores(klass):
     lessons = {a["name"]: a for a in tools["assignments"]}
     assert L1 in lessons, tools["assignments"]
     assert lessons[L1]["num_submissions"] == 2
+    # read right after make autograde, before the manual grade: the sandboxed grader's scores
     scores = {s["student"]: s["score"] for s in tools["submissions"]}
     total = sum(points(L1).values())
-    assert scores == {student: gradebook[student]["score"] for student in (ALICE, BOB)}
     assert scores[ALICE] == total and scores[BOB] == total - points(L1)[f"{WRONG}_check"], tools
+    assert gradebook[BOB]["score"] == scores[BOB]
 
 
 def test_the_formgrader_autograde_button_says_to_use_make_autograde(klass):
@@ -475,6 +519,28 @@ def test_the_formgrader_autograde_button_says_to_use_make_autograde(klass):
     assert answer["status"] == 200, answer
     result = json.loads(answer["body"])
     assert result["success"] is False and "make autograde" in result["error"], result
-    assert seen["instructor tools"]["submissions"] and gradebook[ALICE]["score"] == sum(
-        points(L1).values()
-    )
+    autograded = {s["student"]: s["score"] for s in seen["instructor tools"]["submissions"]}
+    assert autograded[ALICE] == sum(points(L1).values())
+    assert gradebook[BOB]["score"] == autograded[BOB]
+
+
+def test_a_manual_grade_reaches_the_export_and_the_feedback(klass):
+    """The instructor overrides one autograded cell of alice's in the Formgrader and comments on
+    the exercise: the gradebook keeps both, make export counts the new score, and the feedback
+    alice fetches shows the score and the comment."""
+    hub, seen, _, _ = klass
+    manual = seen["manual grade"]
+    assert manual["grade"] == 200 and manual["comment"] == 200, manual
+    assert manual["saved"]["manual_score"] == MANUAL_SCORE, manual
+    assert manual["note"]["manual_comment"] == MANUAL_COMMENT, manual
+    total = sum(points(L1).values())
+    mine = total - points(L1)[f"{MANUAL_CELL}_check"] + MANUAL_SCORE
+    grading = hub.room.course / "grading"
+    with open(grading / "grades.csv", newline="") as fh:
+        rows = {row["student_id"]: row for row in csv.DictReader(fh)}
+    assert float(rows[ALICE]["raw_score"]) == mine and float(rows[ALICE]["score"]) == mine
+    with open(grading / "grades-canvas.csv", newline="") as fh:
+        header, _, *students = list(csv.reader(fh))
+    canvas = {row[3]: dict(zip(header, row, strict=True)) for row in students}
+    assert float(canvas[ALICE][L1]) == mine and float(canvas[BOB][L1]) == 0.0
+    assert MANUAL_COMMENT in seen["alice feedback"]
