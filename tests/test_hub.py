@@ -187,7 +187,15 @@ TOOLS = """async ([user, lesson]) => {
   };
   const assignments = await read(`/user/${user}/formgrader/api/assignments`);
   const submissions = await read(`/user/${user}/formgrader/api/submissions/${lesson}`);
+  const ids = ["formgrader", "create-assignment", "course-list", "assignment-list"];
+  const running = Object.fromEntries(ids.map((id) => [id,
+    window.jupyterapp.hasPlugin(`@jupyter/nbgrader:${id}`)]));
+  // the header a frame of the Formgrader's page is judged by
+  const token = {"X-XSRFToken": decodeURIComponent(xsrf)};
+  const page = await fetch(`/user/${user}/formgrader`, {headers: token});
   return {
+    running,
+    framing: page.headers.get("content-security-policy"),
     disabled: Array.isArray(disabled) ? disabled : Object.keys(disabled).filter(k => disabled[k]),
     status: assignments.status,
     assignments: assignments.body,
@@ -244,6 +252,15 @@ def _instructor(hub: Hub, phases: Phases) -> None:
             + [MANUAL_SCORE, MANUAL_COMMENT],
         )
         me.shot("instructor-lab")
+        # the Formgrader's own page, as the instructor opens it from the Nbgrader menu
+        formgrader = me.context.new_page()
+        try:
+            formgrader.goto(f"{hub.base}/user/{INSTRUCTOR}/formgrader")
+            formgrader.get_by_text(L1).first.wait_for(timeout=60_000)
+            formgrader.screenshot(path=str(ARTIFACTS / f"{INSTRUCTOR}-formgrader.png"))
+            phases.seen["formgrader page"] = formgrader.inner_text("body")
+        finally:
+            formgrader.close()
         phases.manual_done.set()
 
 
@@ -490,6 +507,9 @@ def test_students_get_student_tools_only(klass):
     student, instructor = seen["bob tools"], seen["instructor tools"]
     for plugin in ("formgrader", "create-assignment", "course-list"):
         assert f"@jupyter/nbgrader:{plugin}" in student["disabled"], student
+        # not running in the student's Lab; running in the instructor's
+        assert student["running"][plugin] is False and instructor["running"][plugin] is True
+    assert student["running"]["assignment-list"] is True
     assert not any("assignment-list" in d or "validate" in d for d in student["disabled"])
     assert student["status"] == 404, student
     assert not any("nbgrader" in d for d in instructor["disabled"]), instructor
@@ -501,6 +521,10 @@ def test_the_formgrader_shows_the_course_and_its_scores(klass):
     configuration: the released lesson, both submissions and the autograder's scores."""
     _, seen, _, gradebook = klass
     tools = seen["instructor tools"]
+    # the Formgrader may be framed by the instructor's Lab (same origin), by nobody else
+    assert "frame-ancestors 'self'" in (tools["framing"] or ""), tools["framing"]
+    # its page shows the lesson, and its submissions
+    assert L1 in seen["formgrader page"], seen["formgrader page"][:2000]
     lessons = {a["name"]: a for a in tools["assignments"]}
     assert L1 in lessons, tools["assignments"]
     assert lessons[L1]["num_submissions"] == 2
