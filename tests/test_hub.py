@@ -214,27 +214,66 @@ AUTOGRADE = """async ([user, lesson, student]) => {
 }"""
 
 
-#: The Formgrader's manual grading of one cell of one submission, as its page saves it: a
-#: manual score on a graded cell and a comment on the exercise's cell, through its API.
-MANUAL = """async ([user, lesson, student, check, exercise, score, comment]) => {
-  const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
-  const headers = {"X-XSRFToken": decodeURIComponent(xsrf), "Content-Type": "application/json"};
+#: Where the Formgrader keeps alice's notebook: its submission id, and the ids of the grade and
+#: the comment the manual grade changes (read back from its API once the page has saved them).
+FIND = """async ([user, lesson, student, check, exercise]) => {
   const base = `/user/${user}/formgrader/api`;
-  const get = async (url) => (await fetch(base + url, {headers})).json();
+  const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
+  const get = async (url) =>
+    (await fetch(base + url, {headers: {"X-XSRFToken": decodeURIComponent(xsrf)}})).json();
   const notebooks = await get(`/submitted_notebooks/${lesson}/${lesson}`);
   const mine = notebooks.find((n) => n.student === student);
   const grade = (await get(`/grades?submission_id=${mine.id}`)).find((g) => g.name === check);
   const note = (await get(`/comments?submission_id=${mine.id}`)).find((c) => c.name === exercise);
-  const put = (url, body) =>
-    fetch(base + url, {method: "PUT", headers, body: JSON.stringify(body)});
-  const graded = await put(`/grade/${grade.id}`, {manual_score: score, extra_credit: null});
-  const commented = await put(`/comment/${note.id}`, {manual_comment: comment});
-  return {grade: graded.status, comment: commented.status,
-          saved: await get(`/grade/${grade.id}`), note: await get(`/comment/${note.id}`)};
+  return {notebook: mine.id, grade: await get(`/grade/${grade.id}`),
+          comment: await get(`/comment/${note.id}`)};
 }"""
 MANUAL_CELL = "gru_quiz"  # alice's manually graded exercise: half of its point, and a comment
 MANUAL_SCORE = 0.5
 MANUAL_COMMENT = "Half a point: say which of the GRU's states plays the LSTM's cell state."
+
+
+def _grade_by_hand(hub: Hub, me: Student) -> dict:
+    """In the Formgrader's grading page of alice's notebook: half of one exercise's point, and a
+    comment on it, typed into its fields (the page saves a field when it is left)."""
+    args = [INSTRUCTOR, L1, ALICE, f"{MANUAL_CELL}_check", MANUAL_CELL]
+    before = me.page.evaluate(FIND, args)
+    page = me.context.new_page()
+    try:
+        page.goto(f"{hub.base}/user/{INSTRUCTOR}/formgrader/submissions/{before['notebook']}/")
+        score = page.locator(f"input.score#{MANUAL_CELL}_check")
+        score.wait_for(timeout=60_000)
+        score.fill(str(MANUAL_SCORE))
+        score.press("Tab")
+        comment = page.locator(f"textarea#{MANUAL_CELL}-comment")
+        comment.fill(MANUAL_COMMENT)
+        comment.press("Tab")
+        deadline = time.monotonic() + 60
+        after = me.page.evaluate(FIND, args)
+        while time.monotonic() < deadline and (
+            after["grade"]["manual_score"] != MANUAL_SCORE
+            or after["comment"]["manual_comment"] != MANUAL_COMMENT
+        ):
+            time.sleep(0.5)
+            after = me.page.evaluate(FIND, args)
+        page.screenshot(path=str(ARTIFACTS / f"{INSTRUCTOR}-manual-grade.png"))
+    finally:
+        page.close()
+    return {"before": before, "after": after}
+
+
+def _formgrader_in_a_lab_tab(me: Student) -> str:
+    """Nbgrader → Formgrader in the instructor's Lab: the page in a Lab tab (a frame); its text,
+    or why it did not show."""
+    try:
+        me.page.evaluate("() => window.jupyterapp.commands.execute('nbgrader:open-formgrader')")
+        frame = me.page.frame_locator("iframe[src*='formgrader']").first
+        frame.get_by_text(L1).first.wait_for(timeout=60_000)
+        return frame.locator("body").inner_text()
+    except Exception as exc:  # judged by the test, with the screenshot
+        return f"not shown: {exc!r}"
+    finally:
+        me.shot("formgrader-in-lab")
 
 
 def _instructor(hub: Hub, phases: Phases) -> None:
@@ -246,11 +285,7 @@ def _instructor(hub: Hub, phases: Phases) -> None:
         me.reload()
         phases.seen["instructor tools"] = me.page.evaluate(TOOLS, [INSTRUCTOR, L1])
         phases.seen["formgrader autograde"] = me.page.evaluate(AUTOGRADE, [INSTRUCTOR, L1, ALICE])
-        phases.seen["manual grade"] = me.page.evaluate(
-            MANUAL,
-            [INSTRUCTOR, L1, ALICE, f"{MANUAL_CELL}_check", MANUAL_CELL]
-            + [MANUAL_SCORE, MANUAL_COMMENT],
-        )
+        phases.seen["manual grade"] = _grade_by_hand(hub, me)
         me.shot("instructor-lab")
         # the Formgrader's own page, as the instructor opens it from the Nbgrader menu
         formgrader = me.context.new_page()
@@ -261,6 +296,7 @@ def _instructor(hub: Hub, phases: Phases) -> None:
             phases.seen["formgrader page"] = formgrader.inner_text("body")
         finally:
             formgrader.close()
+        phases.seen["formgrader in lab"] = _formgrader_in_a_lab_tab(me)
         phases.manual_done.set()
 
 
@@ -523,8 +559,10 @@ def test_the_formgrader_shows_the_course_and_its_scores(klass):
     tools = seen["instructor tools"]
     # the Formgrader may be framed by the instructor's Lab (same origin), by nobody else
     assert "frame-ancestors 'self'" in (tools["framing"] or ""), tools["framing"]
-    # its page shows the lesson, and its submissions
+    # its page shows the lesson, in its own browser tab and in a tab of the instructor's Lab
     assert L1 in seen["formgrader page"], seen["formgrader page"][:2000]
+    assert "Manage Assignments" in seen["formgrader in lab"], seen["formgrader in lab"][:2000]
+    assert L1 in seen["formgrader in lab"]
     lessons = {a["name"]: a for a in tools["assignments"]}
     assert L1 in lessons, tools["assignments"]
     assert lessons[L1]["num_submissions"] == 2
@@ -549,14 +587,16 @@ def test_the_formgrader_autograde_button_says_to_use_make_autograde(klass):
 
 
 def test_a_manual_grade_reaches_the_export_and_the_feedback(klass):
-    """The instructor overrides one autograded cell of alice's in the Formgrader and comments on
-    the exercise: the gradebook keeps both, make export counts the new score, and the feedback
-    alice fetches shows the score and the comment."""
+    """The instructor overrides one autograded cell of alice's in the Formgrader's grading page
+    and comments on the exercise: the gradebook keeps both, make export counts the new score,
+    and the feedback alice fetches shows the score and the comment."""
     hub, seen, _, _ = klass
     manual = seen["manual grade"]
-    assert manual["grade"] == 200 and manual["comment"] == 200, manual
-    assert manual["saved"]["manual_score"] == MANUAL_SCORE, manual
-    assert manual["note"]["manual_comment"] == MANUAL_COMMENT, manual
+    # the autograder's full point, then what the instructor typed, saved by the page
+    assert manual["before"]["grade"]["auto_score"] == points(L1)[f"{MANUAL_CELL}_check"], manual
+    assert manual["before"]["grade"]["manual_score"] is None, manual
+    assert manual["after"]["grade"]["manual_score"] == MANUAL_SCORE, manual
+    assert manual["after"]["comment"]["manual_comment"] == MANUAL_COMMENT, manual
     total = sum(points(L1).values())
     mine = total - points(L1)[f"{MANUAL_CELL}_check"] + MANUAL_SCORE
     grading = hub.room.course / "grading"
