@@ -49,6 +49,8 @@ from helpers.long_memory import (
 )
 from helpers.training import cpu_threads
 
+#: What a job hands to ``train_adding`` as it is.
+TRAINING = ("hidden_size", "n_steps", "batch_size", "lr", "eval_every", "n_test", "seed")
 #: A short run that ends above this fraction of the baseline has learned nothing yet.
 PLATEAU = 0.9
 #: The shipped sweep's settings.
@@ -109,19 +111,8 @@ def sensitivity(model, x: torch.Tensor) -> list[float]:
 
 def _run(job: dict) -> dict:
     """One training run (in a worker process or in this one, on one CPU thread)."""
-    history = train_adding(
-        job["kind"],
-        job["seq_length"],
-        hidden_size=job["hidden_size"],
-        n_steps=job["n_steps"],
-        batch_size=job["batch_size"],
-        lr=job["lr"],
-        eval_every=job["eval_every"],
-        n_test=job["n_test"],
-        seed=job["seed"],
-        device="cpu",
-        progress=False,
-    )
+    settings = {key: job[key] for key in TRAINING}
+    history = train_adding(job["kind"], job["seq_length"], **settings, device="cpu", progress=False)
     result = {
         "model": job["model"],
         "seq_length": job["seq_length"],
