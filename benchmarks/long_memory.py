@@ -10,12 +10,12 @@ how much the trained model's answer moves with the first and the second marked v
 central differences in float64, on held-out sequences: 1 for a model that answers a + b, 0 for
 one that answers the mean).
 
-    .venv/bin/python benchmarks/long_memory.py --json data/long_memory_sweep.json  # shipped
-    .venv/bin/python benchmarks/long_memory.py --fast                              # seconds
+    .venv/bin/python benchmarks/long_memory.py --json helpers/data/long_memory_sweep.json  # shipped
+    .venv/bin/python benchmarks/long_memory.py --fast                                      # seconds
     .venv/bin/python benchmarks/long_memory.py --plot benchmarks/results/long_memory.png
 
 Runs are independent processes (``--jobs``, default 2, one CPU thread each). ``--json`` writes
-the measurement lesson 03 plots (``data/long_memory_sweep.json``, shipped with the course).
+the measurement lesson 03 plots (``helpers/data/long_memory_sweep.json``, shipped with the course).
 
 Exit status 0 when the result holds (at the longest length the GRU and the LSTM end below
 ``--solved`` times the baseline on average and the plain RNNs above ``--unsolved`` times it; at

@@ -1,7 +1,9 @@
 """Shared code for the recurrent neural network course.
 
 Import it in a notebook with ``import helpers``; it is installed (editable) into the course's
-``.venv`` by ``make lab`` / ``make test``. It holds no exercise answers.
+``.venv`` by ``make lab`` / ``make test``, and from a wheel wherever else a lesson runs (its
+first cell installs it), with the data, diagrams and checkpoint the lessons read. It holds no
+exercise answers.
 """
 
 import importlib
@@ -13,7 +15,6 @@ _EXPORTS = {
     "load_notebook": "helpers.notebook",
     "DATA_DIR": "helpers.runtime",
     "IMAGES_DIR": "helpers.runtime",
-    "REPO_ROOT": "helpers.runtime",
     "data_path": "helpers.runtime",
     "fast_or_full": "helpers.runtime",
     "get_device": "helpers.runtime",

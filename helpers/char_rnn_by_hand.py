@@ -43,7 +43,7 @@ PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hy", "bia
 
 
 def text_slice(n_chars: int, corpus: str = "tinyshakespeare", val_fraction: float = 0.1):
-    """``(vocab, train, val)``: the first ``n_chars`` characters of a corpus in ``data/``, split
+    """``(vocab, train, val)``: the first ``n_chars`` characters of a shipped corpus, split
     by position (the last ``val_fraction`` held out), as int64 index arrays."""
     if n_chars < 100:
         raise ValueError(f"n_chars must be at least 100, got {n_chars}")

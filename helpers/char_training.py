@@ -660,18 +660,15 @@ def load_checkpoint(path, model_class: Callable, vocab: Vocab | None = None, dev
 
 
 def lesson_checkpoint_path(name: str = CHECKPOINT_NAME) -> Path:
-    """The checkpoint shipped with lesson 04, wherever the notebook runs from.
-
-    Looks in the current folder, then ``lessons/04_char_lstm/`` and ``solutions/04_char_lstm/``.
-    """
-    candidates = [Path.cwd() / name, *course.checkpoint_paths(name)]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise ValueError(
-        f"no {name} in {', '.join(str(c.parent) for c in candidates)}; "
-        "`make checkpoint` trains and writes it"
-    )
+    """The checkpoint lesson 04 loads, wherever the notebook runs from: one of that name in the
+    current folder (a model you saved yourself), else the one shipped in the course package."""
+    own = Path.cwd() / name
+    if own.is_file():
+        return own
+    try:
+        return course.resource("data", name)
+    except ValueError as exc:
+        raise ValueError(f"no {name} in {Path.cwd()}; {exc}") from None
 
 
 def config_dict(config: TrainConfig) -> dict:

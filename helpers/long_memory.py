@@ -6,10 +6,10 @@ LSTM race and the course's sweep over the distance to remember.
   progress bar and a wall-clock budget; ``train_adding`` trains one model on the task;
   ``long_memory_race`` trains the three kinds on the same data for the same budget; ``plot_race``
   draws test loss against training time with the trivial baseline, ``race_table`` prints it.
-* The **sweep** (``benchmarks/long_memory.py`` runs it, ``data/long_memory_sweep.json`` ships its
-  result): every kind, and a plain RNN with more parameters than the LSTM, at several sequence
-  lengths, several seeds each, each model with the learning rate it did best with on a short
-  run (a default where no short run left the baseline). ``shipped_sweep`` reads the result,
+* The **sweep** (``benchmarks/long_memory.py`` runs it; ``helpers/data/long_memory_sweep.json``
+  ships its result): every kind, and a plain RNN with more parameters than the LSTM, at several
+  sequence lengths, several seeds each, each model with the learning rate it did best with on a
+  short run (a default where no short run left the baseline). ``shipped_sweep`` reads the result,
   ``plot_sweep`` draws the final test loss against the distance, ``sweep_table`` prints it with
   each model's sensitivity to the first marked value.
 """
@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from helpers.course import DATA
+from helpers.course import data_dir
 from helpers.runtime import get_device
 from helpers.training import cpu_threads, model_device, optimizer_step, progress_bar
 
@@ -347,11 +347,11 @@ def race_table(
 
 
 # --------------------------------------------------------------------------------------------
-# The sweep over the distance to remember (run by benchmarks/long_memory.py, shipped in data/)
+# The sweep over the distance to remember (benchmarks/long_memory.py; shipped in helpers/data)
 # --------------------------------------------------------------------------------------------
 
 #: The course's measurement of the sweep, made by ``benchmarks/long_memory.py --json``.
-SWEEP_RESULT = DATA / "long_memory_sweep.json"
+SWEEP_RESULT = data_dir() / "long_memory_sweep.json"
 _RUN_FIELDS = ("model", "seq_length", "seed", "lr", "final_test_mse", "marker_sensitivity")
 
 

@@ -15,10 +15,10 @@ import torch
 
 from helpers import course
 
-#: The repository root (helpers/ is installed in editable mode, so this is the course checkout).
-REPO_ROOT = course.ROOT
-DATA_DIR = course.DATA
-IMAGES_DIR = course.IMAGES
+#: The folders of the shipped data and diagrams, inside the installed package (never the
+#: repository: a lesson runs from a wheel too).
+DATA_DIR = course.data_dir()
+IMAGES_DIR = course.images_dir()
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -69,26 +69,24 @@ def get_device(prefer: str | None = None) -> torch.device:
 
 
 def data_path(name: str) -> Path:
-    """Path of a file in ``data/``, e.g. ``data_path("tinyshakespeare.txt")``."""
-    path = DATA_DIR / name
-    if not path.is_file():
-        available = sorted(p.name for p in DATA_DIR.glob("*.txt"))
-        raise ValueError(f"no data file {name!r} in {DATA_DIR}; available: {available}")
-    return path
+    """Path of a shipped data file, e.g. ``data_path("tinyshakespeare.txt")``."""
+    return course.resource("data", name)
 
 
 def image_path(name: str) -> Path:
-    """Path of a diagram in ``images/`` (``name`` with or without ``.png``)."""
+    """Path of a shipped diagram (``name`` with or without ``.png``)."""
+    if not isinstance(name, str):
+        raise ValueError(f"a diagram's name is expected, e.g. 'lstm_cell', got {name!r}")
     if not name.endswith(".png"):
         name += ".png"
-    path = IMAGES_DIR / name
-    if not path.is_file():
-        raise ValueError(f"no image {name!r} in {IMAGES_DIR}; run `make images` to draw them")
-    return path
+    try:
+        return course.resource("images", name)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; run `make images` to draw them") from None
 
 
 def show_image(name: str, width: int = 720):
-    """Display a diagram from ``images/`` in a notebook, whatever folder the notebook runs in."""
+    """Display a shipped diagram in a notebook, whatever folder the notebook runs in."""
     from IPython.display import Image
 
     return Image(filename=str(image_path(name)), width=width)

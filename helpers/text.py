@@ -1,4 +1,4 @@
-"""Text for the character-level lessons: a stable vocabulary and the corpora in ``data/``.
+"""Text for the character-level lessons: a stable vocabulary and the corpora in ``helpers/data``.
 
 A character model needs a fixed mapping between characters and integer indices. The
 ``tuple(set(text))`` of Udacity's char-RNN notebook (``Character_Level_RNN_Exercise.ipynb``) gives
@@ -21,7 +21,7 @@ import numpy as np
 
 from helpers.runtime import DATA_DIR, data_path
 
-#: The corpora in ``data/`` the lessons and the benchmark know by name.
+#: The shipped corpora the lessons and the benchmark know by name.
 CORPORA = {"tinyshakespeare": "tinyshakespeare.txt", "anna": "anna.txt"}
 
 
@@ -150,7 +150,7 @@ class Corpus:
 
 
 def read_text(name: str) -> str:
-    """The text of a corpus in ``data/``, by name (``"tinyshakespeare"``) or file name."""
+    """The text of a shipped corpus, by name (``"tinyshakespeare"``) or file name."""
     filename = CORPORA.get(name, name)
     if not (DATA_DIR / filename).is_file():
         raise ValueError(f"unknown corpus {name!r}; expected one of {sorted(CORPORA)}")
@@ -181,5 +181,5 @@ def make_corpus(text: str, name: str = "text", val_fraction: float = 0.1) -> Cor
 
 
 def load_corpus(name: str = "tinyshakespeare", val_fraction: float = 0.1) -> Corpus:
-    """Read a corpus from ``data/`` and prepare it: ``load_corpus("anna")``."""
+    """Read a shipped corpus and prepare it: ``load_corpus("anna")``."""
     return make_corpus(read_text(name), name=name.removesuffix(".txt"), val_fraction=val_fraction)

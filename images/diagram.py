@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-IMAGES = Path(__file__).resolve().parent
+# The diagrams ship inside the course package, where the notebooks find them.
+IMAGES = Path(__file__).resolve().parent.parent / "helpers" / "images"
 COLORS = {
     "input": "#dbeafe",
     "cell": "#fde68a",
@@ -66,9 +67,9 @@ def arrow(ax, start, end, text=None, offset=(0.0, 0.12), style="-|>", color="edg
 
 
 def save(fig, name: str) -> Path:
-    """Write ``images/<name>.png`` at a fixed resolution, without timestamps in the metadata."""
+    """Write ``helpers/images/<name>.png`` at a fixed resolution, no timestamps in its metadata."""
     path = IMAGES / f"{name}.png"
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
-    print(f"wrote {path.relative_to(IMAGES.parent)}")
+    print(f"wrote {path.relative_to(IMAGES.parent.parent)}")
     return path

@@ -1,5 +1,5 @@
-"""Draw images/lstm_cell.png: one LSTM cell with its four gates, named as Udacity's RNN lesson
-and PyTorch name them.
+"""Draw helpers/images/lstm_cell.png: one LSTM cell with its four gates, named as Udacity's RNN
+lesson and PyTorch name them.
 
 Long-term memory (LTM, the cell state c) runs along the top; short-term memory (STM, the hidden
 state h) and the event (the input x) enter at the bottom and feed the four gate blocks, whose rows

@@ -1,4 +1,4 @@
-"""Draw images/sequence_batching.png: the numbers 1 to 12 split into 2 sequences, in batches of 3.
+"""Draw helpers/images/sequence_batching.png: the numbers 1 to 12 in 2 sequences, batches of 3.
 
 The worked example of lesson 04: the text is cut into ``batch_size = 2`` rows, each one contiguous
 stretch (1..6 and 7..12); batches are windows of ``seq_length = 3`` columns, so row r of batch 2

@@ -1,4 +1,4 @@
-"""Draw images/unrolled_rnn.png: an RNN folded (one cell with a loop) and unrolled in time."""
+"""Draw helpers/images/unrolled_rnn.png: an RNN folded (one cell with a loop), unrolled in time."""
 
 from diagram import arrow, box, canvas, save
 

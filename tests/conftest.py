@@ -35,6 +35,7 @@ LONGEST_FIRST = (
     "test_hub.py",
     "test_browser.py",
     "test_autograde.py",
+    "test_outside.py",
     "test_exchange.py",
     "test_merge.py",
 )

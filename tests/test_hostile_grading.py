@@ -130,7 +130,7 @@ def graded(tmp_path_factory):
         "course config": course / "nbgrader_config.py",
         "submissions": course / "grading" / "submitted",
         "repo helpers": ROOT / "helpers",
-        "repo data": ROOT / "data",
+        "repo data": ROOT / "helpers" / "data",
         "repo solutions": ROOT / "solutions",
         "repo lessons": ROOT / "lessons",
     }
@@ -273,7 +273,7 @@ def test_instructor_files_and_submissions_untouched(graded):
             assert set(files) <= set(after), f"grading removed files from {name}"
     for rel in VANDAL_FILES:
         assert not (ROOT / rel).exists(), f"a submission wrote {ROOT / rel}"
-    for folder in ("helpers", "data", "solutions", "lessons"):
+    for folder in ("helpers", "solutions", "lessons"):
         for path in (ROOT / folder).rglob("*"):
             if path.is_file() and path.stat().st_size < 10_000_000:
                 assert b"vandalised" not in path.read_bytes(), f"a submission wrote {path}"
@@ -389,7 +389,7 @@ def _printed(nb, grade_id: str, prefix: str) -> str:
 
 
 def test_sandbox_shows_only_the_allowlist(graded):
-    """Outside the interpreter, the system and the course's helpers/data/images/lessons, the
+    """Outside the interpreter, the system and the course's helpers package, the
     kernel sees only the empty folders above them: no other checkout's solutions, no home
     folder, nothing of the work tree, the host's /tmp or the course's root."""
     view = json.loads(_printed(graded["autograded"]["sandbox_view"], "gru_quiz", "SANDBOX_VIEW "))
@@ -397,7 +397,7 @@ def test_sandbox_shows_only_the_allowlist(graded):
     roots = [
         *sandbox.system_paths(),
         *sandbox.python_paths(),
-        *(str(ROOT / name) for name in ("helpers", "data", "images", "lessons")),
+        str(ROOT / "helpers"),
         "/etc",  # only the few files of SYSTEM_PATHS are there (checked below)
         sandbox.IPC_INSIDE,
         sandbox.PRIVATE_INSIDE,
@@ -426,7 +426,7 @@ def test_sandbox_shows_only_the_allowlist(graded):
         assert not path.endswith("gradebook.db"), path
     etc = {Path(p).name for p in view["seen"] if Path(p).parent == Path("/etc")}
     assert etc <= {Path(p).name for p in sandbox.SYSTEM_PATHS if p.startswith("/etc/")}, etc
-    assert set(view["repo"]) <= {".venv", "helpers", "data", "images", "lessons"}, view["repo"]
+    assert set(view["repo"]) <= {".venv", "helpers"}, view["repo"]
     # of the course being graded: only the folders above the kernel's own copy
     assert [p for p in view["seen"] if Path(p).parent == course] == [str(course / "grading")]
     if os.geteuid() == 0:

@@ -16,6 +16,7 @@ from conftest import ROOT, loaded, notebook_path
 from torch import nn
 from torch.nn import functional
 
+import helpers
 from helpers.checks import CheckFailure
 from helpers.checks.lesson02 import (
     check_forget_gate,
@@ -1162,13 +1163,16 @@ def test_latch_task_targets_hold_the_latest_pulse():
 def test_lstm_cell_diagram_is_drawn_by_its_script(tmp_path):
     import shutil
 
-    images = ROOT / "images"
-    shutil.copy(images / "diagram.py", tmp_path)
-    shutil.copy(images / "draw_lstm_cell.py", tmp_path)
+    scripts, drawn = tmp_path / "images", tmp_path / "helpers" / "images"  # the course's layout
+    scripts.mkdir()
+    drawn.mkdir(parents=True)
+    shutil.copy(ROOT / "images" / "diagram.py", scripts)
+    shutil.copy(ROOT / "images" / "draw_lstm_cell.py", scripts)
     subprocess.run(
-        [sys.executable, "draw_lstm_cell.py"], cwd=tmp_path, check=True, capture_output=True
+        [sys.executable, "draw_lstm_cell.py"], cwd=scripts, check=True, capture_output=True
     )
-    assert (tmp_path / "lstm_cell.png").read_bytes() == (images / "lstm_cell.png").read_bytes()
+    shipped = helpers.image_path("lstm_cell")
+    assert (drawn / "lstm_cell.png").read_bytes() == shipped.read_bytes()
 
 
 def test_train_latch_model_is_adam():

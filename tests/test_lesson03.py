@@ -17,6 +17,7 @@ from conftest import ROOT, loaded, notebook_path
 from torch import nn
 
 import helpers.timeseries
+from helpers import course
 from helpers.checks import CheckFailure
 from helpers.checks.lesson03 import (
     EXERCISES,
@@ -920,7 +921,8 @@ def test_the_shipped_sweep_is_the_benchmarks_full_sweep():
     settings = record["settings"]
     assert settings == module.FULL
     assert (
-        record["command"] == "python benchmarks/long_memory.py --json data/long_memory_sweep.json"
+        record["command"]
+        == "python benchmarks/long_memory.py --json helpers/data/long_memory_sweep.json"
     )
     assert list(record["models"]) == ["RNN", "GRU", "LSTM", "RNN 66"]
     assert len(settings["lengths"]) >= 4 and len(settings["seeds"]) >= 3
@@ -990,7 +992,7 @@ def test_sweep_table_and_plot_come_from_the_record(tmp_path):
     broken.write_text(json.dumps({**record, "runs": [{"model": "RNN"}]}))
     with pytest.raises(ValueError, match="a run should have"):
         shipped_sweep(broken)
-    assert SWEEP_RESULT.parent.name == "data"
+    assert SWEEP_RESULT.parent == course.data_dir()
 
 
 class _Adder(nn.Module):

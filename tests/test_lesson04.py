@@ -16,6 +16,7 @@ from conftest import LESSONS, ROOT, SOLUTIONS, loaded, notebook_path
 from torch import nn
 
 import helpers.char_training
+from helpers import course
 from helpers.char_training import (
     CHECKPOINT_NAME,
     MODEL_CONFIG,
@@ -899,12 +900,14 @@ def test_checkpoint_round_trip_and_errors(ns, tmp_path):
 
 
 def test_shipped_checkpoint(ns, shakespeare):
-    source = SOLUTIONS / LESSON / CHECKPOINT_NAME
-    released = LESSONS / LESSON / CHECKPOINT_NAME
+    source = course.data_dir() / CHECKPOINT_NAME
     assert source.is_file(), "run `make checkpoint`"
     assert source.stat().st_size < 5_000_000, "the shipped checkpoint should be a few MB at most"
-    assert released.read_bytes() == source.read_bytes(), "run `make release`"
-    assert lesson_checkpoint_path() in (source, released)
+    assert lesson_checkpoint_path() == source
+    # shipped once, in the package: never beside the notebooks
+    assert not list(SOLUTIONS.glob(f"*/{CHECKPOINT_NAME}")) + list(
+        LESSONS.glob(f"*/{CHECKPOINT_NAME}")
+    )
     payload = read_checkpoint(source)
     assert payload["hyperparameters"] == MODEL_CONFIG
     assert payload["extra"]["val_stream"] < 1.6

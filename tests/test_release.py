@@ -9,8 +9,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import LESSONS, lesson_ids, nbgrader_env, notebook_path
+from conftest import LESSONS, SOLUTIONS, lesson_ids, nbgrader_env, notebook_path
 from support import HIDDEN_TESTS, course_copy
+
+from helpers import course, publish
 
 BLOCKS = {
     "solution": re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S),
@@ -102,3 +104,78 @@ def test_every_exercise_is_unsolved_in_release(lesson):
         assert "YOUR CODE HERE" in cell.source or "YOUR ANSWER HERE" in cell.source, (
             f"{lesson}: exercise cell {cell.metadata['nbgrader']['grade_id']} is not blanked"
         )
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
+def test_the_manifest_lists_every_lesson_with_its_marks():
+    """helpers.course's lessons and points are those of solutions/ (nbgrader's source)."""
+    on_disk = sorted(p.parent.name for p in SOLUTIONS.glob("*/*.ipynb") if p.stem == p.parent.name)
+    assert course.lesson_ids() == on_disk
+    for lesson in course.LESSONS_TABLE:
+        nb = nbformat.read(notebook_path("solutions", lesson.id), as_version=4)
+        marks = {
+            c.metadata.nbgrader["grade_id"]: c.metadata.nbgrader["points"]
+            for c in nb.cells
+            if course.is_test_cell(c)
+        }
+        assert marks == lesson.points, lesson.id
+        title = next(c.source for c in nb.cells if c.cell_type == "markdown")
+        assert f"· {lesson.title}\n" in title, lesson.id
+    assert course.lesson("01").id == course.lesson("01_intro_to_rnns.ipynb").id
+    with pytest.raises(ValueError, match="expected one of 01_intro_to_rnns"):
+        course.lesson("0")
+
+
+# ------------------------------------------------------------------ what make release writes
+
+
+def test_set_up_cells_colab_links_and_readme_table_are_up_to_date():
+    assert publish.publish(check=True) == [], "run `make release` and commit"
+    for lesson in lesson_ids():
+        for kind in ("solutions", "lessons"):
+            cell = nbformat.read(notebook_path(kind, lesson), as_version=4).cells[0]
+            assert publish.SETUP_TAG in cell.metadata.tags, (kind, lesson)
+            assert cell.source == publish.setup_cell_source(publish.repository())
+
+
+def test_set_up_cell_does_nothing_where_helpers_imports(monkeypatch):
+    """In this checkout (and the grader's sandbox) the cell runs no pip."""
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+    exec(publish.setup_cell_source("https://github.com/someone/rnn-course"), {})
+    assert calls == []
+
+
+def test_publishing_at_an_address_writes_colab_links_and_the_install_source(tmp_path):
+    """With [project.urls] Repository set, make release gives each lesson a Colab badge under
+    its title, the README's table a link per lesson, and the set-up cell that address; unset
+    again, every file is as before."""
+    root = course_copy(tmp_path / "course", lessons=False, files=("pyproject.toml", "README.md"))
+    before = {p: p.read_bytes() for p in [*root.glob("solutions/*/*.ipynb"), root / "README.md"]}
+    address = "https://github.com/someone/rnn-course"
+    original = (root / "pyproject.toml").read_text()
+    (root / "pyproject.toml").write_text(
+        original.replace(
+            "[project.optional-dependencies]",
+            f'[project.urls]\nRepository = "{address}"\n\n[project.optional-dependencies]',
+        )
+    )
+    assert len(publish.publish(root)) == len(before)
+    assert publish.publish(root) == []  # idempotent
+    colab = "https://colab.research.google.com/github/someone/rnn-course/blob/main/lessons"
+    readme = (root / "README.md").read_text()
+    for lesson in course.LESSONS_TABLE:
+        link = f"{colab}/{lesson.id}/{lesson.id}.ipynb"
+        assert link in readme
+        nb = nbformat.read(notebook_path("solutions", lesson.id, root), as_version=4)
+        assert f'"git+{address}"' in nb.cells[0].source
+        title = next(c.source for c in nb.cells if c.cell_type == "markdown")
+        assert f"· {lesson.title}\n\n[![Open in Colab]" in title and link in title
+    (root / "pyproject.toml").write_text(original)
+    publish.publish(root)
+    assert {p: p.read_bytes() for p in before} == before
+    (root / "pyproject.toml").write_text("[project\n")  # not TOML
+    with pytest.raises(ValueError, match=r"\[project\] table"):
+        publish.publish(root)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, notebook_path
 
+from helpers import course as helpers_course
 from helpers.grading import similarity
 
 LESSON = "01_intro_to_rnns"
@@ -337,7 +338,7 @@ def test_output_is_deterministic(report, course):
 
 def test_unknown_lesson_is_an_error(course, capsys):
     with pytest.raises(ValueError, match="expected one of 01_intro_to_rnns"):
-        similarity.resolve_lesson("09", course)
+        helpers_course.lesson("09")
     with pytest.raises(SystemExit):
         similarity.main(["09", "--root", str(course)])
     assert "unknown lesson '09'" in capsys.readouterr().err

@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import importlib
 
+from helpers import course
 from helpers.checks.core import Cause, CheckFailure, assert_close, call, fail, get, report
-
-#: lesson id -> module holding that lesson's checks.
-LESSON_MODULES = {
-    "01_intro_to_rnns": "helpers.checks.lesson01",
-    "02_lstm_gate_math": "helpers.checks.lesson02",
-    "03_time_series_rnn": "helpers.checks.lesson03",
-    "04_char_lstm": "helpers.checks.lesson04",
-}
 
 
 def exercises(lesson: str) -> dict:
-    """The ``EXERCISES`` of ``lesson`` (e.g. ``"01_intro_to_rnns"``)."""
-    if lesson not in LESSON_MODULES:
-        raise ValueError(f"unknown lesson {lesson!r}; expected one of {sorted(LESSON_MODULES)}")
-    return importlib.import_module(LESSON_MODULES[lesson]).EXERCISES
+    """The ``EXERCISES`` of ``lesson`` (e.g. ``"01_intro_to_rnns"``), from the module the course
+    manifest (``helpers.course``) names for it."""
+    if lesson not in course.lesson_ids():
+        raise ValueError(f"unknown lesson {lesson!r}; expected one of {course.lesson_ids()}")
+    return importlib.import_module(course.lesson(lesson).checks).EXERCISES
 
 
 __all__ = ["Cause", "CheckFailure", "assert_close", "call", "exercises", "fail", "get", "report"]

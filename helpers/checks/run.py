@@ -2,6 +2,7 @@
 
     python -m helpers.checks 01_intro_to_rnns                 # lessons/01_intro_to_rnns/...
     python -m helpers.checks 01 --notebook path/to/copy.ipynb
+    python -m helpers.checks 01_intro_to_rnns.ipynb           # a notebook, wherever it is
 
 Prints one line per exercise (name, points, passed or the message) and the total, and exits 1
 when anything fails. It runs exactly the cases the autograder runs (both read the lesson's case
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,27 +35,9 @@ class Verdict:
         return self.message is None
 
 
-def resolve_lesson(name: str) -> str:
-    """The lesson id ``name`` stands for: the id itself or a unique prefix (``"01"``)."""
-    ids = course.lesson_ids()
-    matches = [lesson for lesson in ids if lesson == name] or [
-        lesson for lesson in ids if lesson.startswith(name)
-    ]
-    if len(matches) != 1:
-        raise ValueError(f"unknown lesson {name!r}; expected one of {', '.join(ids)}")
-    return matches[0]
-
-
 def points_of(lesson: str) -> dict[str, float]:
-    """``grade_id -> points`` of the released notebook's test cells (the lesson's marks)."""
-    path = course.notebook_path("solutions", lesson)
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    points = {}
-    for cell in cells:
-        if course.is_test_cell(cell):
-            meta = cell["metadata"]["nbgrader"]
-            points[meta["grade_id"]] = float(meta.get("points", 0))
-    return points
+    """``grade_id -> points`` of the lesson's test cells (its marks, from the course manifest)."""
+    return {grade_id: float(p) for grade_id, p in course.lesson(lesson).points.items()}
 
 
 def check_notebook(lesson: str, namespace, which: tuple[str, ...] | None = None) -> list[Verdict]:
@@ -90,18 +72,23 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m helpers.checks",
         description="Check a lesson's notebook: every exercise, visible and hidden cases.",
     )
-    parser.add_argument("lesson", help="lesson id or a unique prefix, e.g. 01_intro_to_rnns or 01")
+    parser.add_argument(
+        "lesson",
+        help="lesson id or a unique prefix (01_intro_to_rnns, 01), or a lesson's notebook file "
+        "(01_intro_to_rnns.ipynb, named as the course names it)",
+    )
     parser.add_argument(
         "--notebook", type=Path, help="notebook to check (default: lessons/<lesson>/<lesson>.ipynb)"
     )
     args = parser.parse_args(argv)
+    given = Path(args.lesson) if args.lesson.endswith(".ipynb") else None
     try:
-        lesson = resolve_lesson(args.lesson)
+        lesson = course.lesson(args.lesson).id
     except ValueError as exc:
         parser.error(str(exc))
-    path = (args.notebook or course.notebook_path("lessons", lesson)).resolve()
+    path = (args.notebook or given or course.notebook_path("lessons", lesson)).resolve()
     if not path.is_file():
-        parser.error(f"no notebook at {path}")
+        parser.error(f"no notebook at {path}; give its path: {parser.prog} {lesson}.ipynb")
 
     from helpers.notebook import load_notebook
 

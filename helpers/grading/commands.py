@@ -52,7 +52,7 @@ def autograde(
     if shard:
         found = {k: [s for s in v if in_shard(s, *shard)] for k, v in found.items()}
     found = {k: v for k, v in found.items() if v}
-    known = set(course.lesson_ids(root))
+    known = set(course.lesson_ids())
     for lesson in sorted(set(found) - known):
         names = printable(", ".join(found.pop(lesson)))
         print(f"skipped {printable(lesson)}: not a lesson of this course ({names})")
@@ -213,7 +213,7 @@ def collect(root: Path, only: list[str] | None = None) -> int:
 
 def release_feedback(root: Path, only: list[str] | None = None) -> int:
     """Put the feedback of every graded submission into the exchange for students to fetch."""
-    for lesson in course.lesson_ids(root):
+    for lesson in course.lesson_ids():
         if only and lesson not in only:
             continue
         if any(course_folder(root, "feedback").glob(f"*/{lesson}")):

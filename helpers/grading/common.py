@@ -412,9 +412,7 @@ def scores(root: Path) -> list[tuple[str, str, float, float]]:
 
 def released(root: Path) -> list[str]:
     """Lessons that have a release in ``lessons/`` (``make release`` writes it)."""
-    return [
-        x for x in course.lesson_ids(root) if course.notebook_path("lessons", x, root).is_file()
-    ]
+    return course.released_lesson_ids(root)
 
 
 def course_setting(root: Path, section: str, name: str):

@@ -6,10 +6,10 @@ limits, then starts ipykernel inside bubblewrap (``bwrap``) and stays beside it 
 that the student's code
 
 * sees only an allowlist, read-only: the interpreter and its packages, the system files they
-  need (``/usr``, a few files of ``/etc``) and the course's ``helpers/``, ``data/``, ``images/``
-  and released ``lessons/``; the course's root exists only as the skeleton of those folders (no
-  ``solutions/``, ``grading/``, ``.git``), and nothing else of the host (``$HOME``, ``/work``,
-  other courses, the host's ``/tmp``) is there at all;
+  need (``/usr``, a few files of ``/etc``) and the course's ``helpers/`` package (with the data,
+  diagrams and checkpoint it ships); the course's root exists only as the skeleton of that
+  folder (no ``solutions/``, ``lessons/``, ``grading/``, ``.git``), and nothing else of the host
+  (``$HOME``, ``/work``, other courses, the host's ``/tmp``) is there at all;
 * can write only its own graded copy (the kernel's working folder, a size-limited tmpfs), a
   private ``/tmp`` and its socket folder ``/ipc`` (a 1 MB tmpfs of its own, reached by the grader
   through ``/proc/<pid>/root``: nothing the kernel does there outlives it or reaches the next

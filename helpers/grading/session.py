@@ -25,10 +25,10 @@ from helpers.grading.common import (
 
 def kernel_folders(repo: Path) -> list[Path]:
     """The course's folders a sandboxed kernel may read (besides the interpreter and the
-    system): the helpers it imports, the data and images the lessons load, and the released
-    lessons (lesson 04 loads a checkpoint from there). The rest of the repository (solutions,
-    grading, the git history) is not in the sandbox at all."""
-    return [repo / name for name in ("helpers", "data", "images", "lessons")]
+    system): the helpers package it imports, which carries the data, diagrams and checkpoint the
+    lessons load. The rest of the repository (solutions, lessons, grading, the git history) is
+    not in the sandbox at all."""
+    return [repo / "helpers"]
 
 
 @dataclass

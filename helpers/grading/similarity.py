@@ -155,13 +155,6 @@ class Result:
     notes: list[str]  # "student, exercise: why"
 
 
-def resolve_lesson(name: str, root: Path = course.ROOT) -> str:
-    """The lesson id ``name`` stands for: the id itself or a unique prefix (``"01"``)."""
-    ids = course.lesson_ids(root)
-    matches = [x for x in ids if x == name] or [x for x in ids if x.startswith(name)]
-    if len(matches) != 1:
-        raise ValueError(f"unknown lesson {name!r}; expected one of {', '.join(ids)} or a prefix")
-    return matches[0]
 
 
 def _grade_id(cell) -> str | None:
@@ -482,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.threshold <= 1:
         parser.error(f"--threshold: expected a similarity between 0 and 1, got {args.threshold}")
     try:
-        lesson = resolve_lesson(args.lesson, root)
+        lesson = course.lesson(args.lesson).id
         result = compare(root, lesson, args.noise_threshold)
     except ValueError as exc:
         parser.error(str(exc))

@@ -178,7 +178,7 @@ _targets = [
     _repo / "grading" / "vandal.txt",
     _repo / "helpers" / "vandal.py",
     _repo / "helpers" / "checks" / "vandal.py",
-    _repo / "data" / "vandal.txt",
+    _repo / "helpers" / "data" / "vandal.txt",
     _course / "solutions" / "vandal.txt",
     _course / "lessons" / "vandal.txt",
     _course / "grading" / "submitted" / "perfect" / _lesson / f"{_lesson}.ipynb",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hostile.generate import PATHS, Row, after, before, cell_fails, chain, from_on, unanswered
 
 #: Everything the kernel can see outside the folders it is meant to read (the system, the
-#: interpreter, the course's helpers/data/images/lessons, its own working copy and /tmp): the
+#: interpreter, the course's helpers package, its own working copy and /tmp): the
 #: test checks that what is left is only the skeleton of those folders.
 HOST_VIEW = (
     PATHS
@@ -14,7 +14,7 @@ HOST_VIEW = (
 import os as _os, sys as _sys, json as _json
 _skip = {"/usr", "/proc", "/sys", "/dev", _os.getcwd()}
 _skip |= {_os.path.realpath(_sys.prefix), _os.path.realpath(_sys.base_prefix)}
-_skip |= {str(_repo / _n) for _n in ("helpers", "data", "images", "lessons")}
+_skip |= {str(_repo / "helpers")}
 _seen = []
 for _top, _dirs, _files in _os.walk("/"):
     _dirs[:] = [_d for _d in _dirs if _os.path.join(_top, _d) not in _skip]
