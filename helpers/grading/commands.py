@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 from pathlib import Path
 
 import helpers.grading
 from helpers import course
-from helpers.grading import pool, sandbox
+from helpers.grading import pool
+from helpers.grading import settings as settings_module
 from helpers.grading.common import (
-    Settings,
     Target,
     add_root_argument,
     course_folder,
@@ -29,6 +27,7 @@ from helpers.grading.common import (
 )
 from helpers.grading.record import print_summary, record, write_reasons, write_reasons_csv
 from helpers.grading.session import Run
+from helpers.grading.settings import Settings
 from helpers.grading.stage import Staged
 
 
@@ -131,23 +130,6 @@ def _grader_error(target: Target, info, exc: Exception, sandbox_words: str) -> d
         }
 
 
-def default_jobs(memory_mb: int) -> int:
-    """How many notebooks to grade at a time: one per CPU this process may use, fewer when the
-    available memory cannot give each kernel ``memory_mb``.
-
-    Grading is CPU-bound once kernels stop without waiting: on 2 cores ``make bench-grading``
-    measured 2 jobs about 1.8x as fast as 1, and 3 jobs no faster than 2.
-    """
-    cpus = len(os.sched_getaffinity(0))
-    available = 0
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) // 1024  # MB
-    by_memory = available // memory_mb if available and memory_mb > 0 else cpus
-    return max(1, min(cpus, by_memory))
-
-
 def feedback(root: Path) -> int:
     nbgrader(root, "generate_feedback", "*", "--force", "--log-level=WARN")
     print(f"feedback written to {course_folder(root, 'feedback')} (hidden tests removed)")
@@ -222,20 +204,6 @@ def release_feedback(root: Path, only: list[str] | None = None) -> int:
     return 0
 
 
-def _per_lesson(parser, flag: str, values: list[str]) -> tuple[int | None, dict[str, int]]:
-    """(SECONDS for every lesson or None, {LESSON: SECONDS}) from ``flag``'s values."""
-    every, per_lesson = None, {}
-    for value in values:
-        lesson, _, seconds = value.rpartition("=")
-        if not seconds.isdigit():
-            parser.error(f"{flag} takes SECONDS or LESSON=SECONDS, got {value!r}")
-        if lesson:
-            per_lesson[lesson] = int(seconds)
-        else:
-            every = int(seconds)
-    return every, per_lesson
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m helpers.grading",
@@ -262,84 +230,15 @@ def main(argv: list[str] | None = None) -> int:
         "--canvas-match",
         help="the roster column holding the nbgrader student id (default: SIS Login ID)",
     )
-    limits = sandbox.Limits()
-    env = os.environ.get
     group = parser.add_argument_group("autograde")
     parser.add_argument(
         "--lesson", action="append", help="only this lesson (repeatable; not for feedback/export)"
     )
     group.add_argument("--student", action="append", help="grade only this student (repeatable)")
-    group.add_argument(
-        "--timeout",
-        action="append",
-        default=[t for t in env("COURSE_GRADING_TIMEOUT", "").split(",") if t],
-        metavar="SECONDS or LESSON=SECONDS",
-        help="seconds per cell, for every lesson or one (repeatable; default: Execute.timeout "
-        "of nbgrader_config.py)",
-    )
-    group.add_argument(
-        "--sandbox",
-        choices=["auto", "bwrap", "rlimits", "off"],
-        default=env("COURSE_SANDBOX", "auto"),
-        help="auto: bubblewrap when it works, else resource limits only (loudly)",
-    )
-    for name, unit in (
-        ("memory_mb", "MB"),
-        ("cpu_s", "s"),
-        ("file_mb", "MB"),
-        ("processes", ""),
-        ("tmp_mb", "MB"),
-    ):
-        default = int(env(f"COURSE_GRADING_{name.upper()}", getattr(limits, name)))
-        group.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=int,
-            default=default,
-            help=f"limit per kernel (default {default}{unit})",
-        )
-    group.add_argument(
-        "--max-notebook-mb",
-        type=int,
-        default=int(env("COURSE_GRADING_MAX_NOTEBOOK_MB", "50")),
-        help="larger submitted notebooks are rejected (default 50)",
-    )
-    group.add_argument(
-        "--max-outputs",
-        type=int,
-        default=int(env("COURSE_GRADING_MAX_OUTPUTS", "200")),
-        help="outputs (prints, plots) a cell may produce before the rest is dropped",
-    )
-    group.add_argument(
-        "--max-output-kb",
-        type=int,
-        default=int(env("COURSE_GRADING_MAX_OUTPUT_KB", "2000")),
-        help="what a cell may add to the notebook (text, images, metadata, tracebacks) before "
-        "the rest is dropped, in kB (default 2000)",
-    )
-    group.add_argument(
-        "--max-notebook-output-kb",
-        type=int,
-        default=int(env("COURSE_GRADING_MAX_NOTEBOOK_OUTPUT_KB", "10000")),
-        help="what all the cells of a notebook may add together, in kB (default 10000)",
-    )
-    group.add_argument(
-        "--notebook-timeout",
-        action="append",
-        default=[t for t in env("COURSE_GRADING_NOTEBOOK_TIMEOUT", "").split(",") if t],
-        metavar="SECONDS or LESSON=SECONDS",
-        help="wall-clock seconds for a whole notebook, for every lesson or one (repeatable; "
-        "default: 15 minutes or 3 times the cell limit, whichever is longer)",
-    )
-    jobs = int(env("COURSE_GRADING_JOBS", "0")) or default_jobs(
-        int(env("COURSE_GRADING_MEMORY_MB", limits.memory_mb))
-    )
-    group.add_argument(
-        "--jobs",
-        type=int,
-        default=jobs,
-        help=f"grade this many notebooks at a time (default here: {jobs}, one per CPU core "
-        "as far as memory gives each its --memory-mb)",
-    )
+    try:
+        settings_module.add_arguments(group)
+    except ValueError as exc:
+        parser.error(str(exc))
     group.add_argument(
         "--force",
         action="store_true",
@@ -364,29 +263,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     if args.command != "autograde":
         return commands[args.command](root)
-    timeout, lesson_timeouts = _per_lesson(parser, "--timeout", args.timeout)
-    notebook_timeout, lesson_notebook_timeouts = _per_lesson(
-        parser, "--notebook-timeout", args.notebook_timeout
-    )
-    settings = Settings(
-        timeout=timeout,
-        lesson_timeouts=lesson_timeouts,
-        mode=args.sandbox,
-        limits=sandbox.Limits(
-            memory_mb=args.memory_mb,
-            cpu_s=args.cpu_s,
-            file_mb=args.file_mb,
-            processes=args.processes,
-            tmp_mb=args.tmp_mb,
-        ),
-        max_notebook_mb=args.max_notebook_mb,
-        jobs=args.jobs,
-        max_outputs=args.max_outputs,
-        max_output_kb=args.max_output_kb,
-        max_notebook_output_kb=args.max_notebook_output_kb,
-        notebook_timeout=notebook_timeout,
-        lesson_notebook_timeouts=lesson_notebook_timeouts,
-    )
+    try:
+        settings = settings_module.from_arguments(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     shard = None
     if args.shard:
         k, _, n = args.shard.partition("/")

@@ -13,12 +13,11 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from helpers import course
-from helpers.grading import sandbox
 
 EXECUTOR = "helpers.grading.execute.HardenedExecute"
 AUTOGRADE_PREPROCESSORS = [
@@ -32,7 +31,6 @@ AUTOGRADE_PREPROCESSORS = [
 ]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MB = 1024 * 1024
-NOTEBOOK_TIMEOUT = 900  # seconds: the default wall-clock limit of a whole notebook, at least
 MAX_DEPTH = 32  # folder levels of a submission that are read (deeper ones are ignored)
 MAX_ENTRIES = 5000  # files and folders of a submission that are read (the rest are ignored)
 
@@ -125,47 +123,6 @@ def read_regular(path: Path, limit: int) -> bytes:
     fd = open_regular(path)
     with contextlib.closing(os.fdopen(fd, "rb")) as fh:
         return fh.read(limit + 1)
-
-
-@dataclass
-class Settings:
-    """How ``autograde`` runs; every field has a command-line flag."""
-
-    timeout: int | None = None  # seconds per cell; None: nbgrader_config.py's Execute.timeout
-    lesson_timeouts: dict[str, int] = field(default_factory=dict)  # lesson id -> seconds
-    mode: str = "auto"  # the sandbox: auto | bwrap | rlimits | off
-    limits: sandbox.Limits = field(default_factory=sandbox.Limits)
-    max_notebook_mb: int = 50
-    max_files_mb: int = 20  # other files copied with a submission, in total
-    jobs: int = 1  # nbgrader processes grading at the same time
-    max_outputs: int = 200  # outputs a cell may produce before the rest is dropped
-    # everything a cell may add to the notebook (text, data, metadata, tracebacks), in kB
-    max_output_kb: int = 2000
-    # everything all cells of a notebook may add together, in kB
-    max_notebook_output_kb: int = 10000
-    # seconds for a whole notebook; None: 15 minutes or 3 cell limits, whichever is longer
-    notebook_timeout: int | None = None
-    lesson_notebook_timeouts: dict[str, int] = field(default_factory=dict)  # lesson -> seconds
-
-    def cell_timeout(self, lesson: str) -> int | None:
-        """Seconds per cell for ``lesson`` (None: nbgrader_config.py's Execute.timeout)."""
-        return self.lesson_timeouts.get(lesson, self.timeout)
-
-    def notebook_seconds(self, lesson: str, config_timeout: int = 120) -> int:
-        """The wall-clock limit for one whole notebook of ``lesson``, in seconds."""
-        chosen = self.lesson_notebook_timeouts.get(lesson, self.notebook_timeout)
-        if chosen is not None:
-            return chosen
-        return max(NOTEBOOK_TIMEOUT, 3 * (self.cell_timeout(lesson) or config_timeout))
-
-    def executor(self, lesson: str) -> dict:
-        """The output caps and the notebook's time limit, as HardenedExecute settings."""
-        return {
-            "max_outputs": self.max_outputs,
-            "max_output_bytes": self.max_output_kb * 1000,
-            "max_notebook_output_bytes": self.max_notebook_output_kb * 1000,
-            "notebook_timeout": self.notebook_seconds(lesson),
-        }
 
 
 @cache

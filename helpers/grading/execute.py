@@ -35,6 +35,10 @@ from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade, is_solution
 from traitlets import Enum, Integer, Unicode
 
+from helpers.grading.settings import NOTEBOOK_TIMEOUT, Settings
+
+_DEFAULTS = Settings()  # the grader's settings declare the caps (helpers.grading.settings)
+
 TRUNCATED = "[the grader truncated this cell's output: over {limit}]"
 KEPT_ERROR = 2000  # characters of an error's value (and of its traceback) kept past the caps
 
@@ -125,22 +129,22 @@ class HardenedExecute(Execute):
     """nbgrader's Execute that scores what ran, whatever the kernel does (see module doc)."""
 
     max_output_bytes = Integer(
-        2_000_000,
+        _DEFAULTS.max_output_kb * 1000,
         help="Bytes a cell may add to the notebook (text, data, metadata, tracebacks, display "
         "updates, widget messages) before the rest is dropped.",
     ).tag(config=True)
     max_notebook_output_bytes = Integer(
-        10_000_000,
+        _DEFAULTS.max_notebook_output_kb * 1000,
         help="Bytes all the cells of a notebook may add together before the rest is dropped.",
     ).tag(config=True)
     notebook_timeout = Integer(
-        900,
+        NOTEBOOK_TIMEOUT,
         help="Wall-clock seconds for the whole notebook (0: none); past it the running cell's "
         "kernel is stopped and every later cell gets an error that says why.",
     ).tag(config=True)
-    max_outputs = Integer(200, help="Outputs a cell may produce before the rest is dropped.").tag(
-        config=True
-    )
+    max_outputs = Integer(
+        _DEFAULTS.max_outputs, help="Outputs a cell may produce before the rest is dropped."
+    ).tag(config=True)
     probe_timeout = Integer(
         5, help="Seconds a kernel has to answer after a cell's time limit before it is stopped."
     ).tag(config=True)

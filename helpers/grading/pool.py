@@ -35,7 +35,6 @@ from pathlib import Path
 
 from helpers.grading.common import (
     MB,
-    Settings,
     Target,
     course_folder,
     open_regular,
@@ -45,6 +44,7 @@ from helpers.grading.common import (
 )
 from helpers.grading.record import reasons_of
 from helpers.grading.session import Run
+from helpers.grading.settings import Settings
 from helpers.grading.stage import Staged, stage
 
 

@@ -60,16 +60,30 @@ KEEP_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "OMP_NUM_THREADS", "PYTHONHASHSEED
 KEEP_PREFIXES = ("LC_", "COURSE_")
 
 
+#: How a kernel is sandboxed (``make autograde --sandbox``).
+MODES = ("auto", "bwrap", "rlimits", "off")
+
+
+def _limit(default: int, help: str, unit: str = ""):
+    """A limit with a command-line flag (``helpers.grading.settings`` makes it from this)."""
+    return field(default=default, metadata={"help": help, "unit": unit})
+
+
 @dataclass
 class Limits:
     """Resource limits for one kernel (the whole notebook run)."""
 
-    memory_mb: int = 4096  # RLIMIT_AS: address space; torch's import alone maps ~0.7 GB
-    cpu_s: int = 600  # RLIMIT_CPU: CPU seconds for the whole kernel (SIGXCPU after)
-    file_mb: int = 256  # RLIMIT_FSIZE: largest file the kernel may write
-    processes: int = 256  # RLIMIT_NPROC: processes/threads on top of those the user already has
+    # RLIMIT_AS: address space; torch's import alone maps ~0.7 GB
+    memory_mb: int = _limit(4096, "memory (address space) per kernel", " MB")
+    # RLIMIT_CPU: CPU seconds for the whole kernel (SIGXCPU after)
+    cpu_s: int = _limit(600, "CPU seconds per kernel", " s")
+    # RLIMIT_FSIZE: largest file the kernel may write
+    file_mb: int = _limit(256, "largest file a kernel may write", " MB")
+    # RLIMIT_NPROC: processes/threads on top of those the user already has
+    processes: int = _limit(256, "processes and threads a kernel may add")
     open_files: int = 1024  # RLIMIT_NOFILE
-    tmp_mb: int = 256  # size of the private /tmp and working folder (tmpfs: memory)
+    # size of the private /tmp and working folder (tmpfs: memory)
+    tmp_mb: int = _limit(256, "size of a kernel's private /tmp and working folder", " MB")
 
     def describe(self) -> str:
         return (
@@ -187,8 +201,8 @@ def choose_mode(requested: str = "auto") -> tuple[str, int | None, list[str]]:
     ``bwrap`` refuses to fall back (SystemExit with the reason).
     """
     warnings: list[str] = []
-    if requested not in ("auto", "bwrap", "rlimits", "off"):
-        raise ValueError(f"sandbox mode must be auto, bwrap, rlimits or off, got {requested!r}")
+    if requested not in MODES:
+        raise ValueError(f"sandbox mode must be one of {', '.join(MODES)}, got {requested!r}")
     root = os.geteuid() == 0
     uid = None
     bwrap_ok, why = (False, "") if requested in ("rlimits", "off") else _bwrap_works(not root)

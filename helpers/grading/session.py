@@ -16,11 +16,11 @@ from helpers import course
 from helpers.grading import sandbox
 from helpers.grading.common import (
     AUTOGRADE_PREPROCESSORS,
-    Settings,
     Target,
     exchange_root,
     grading_dir,
 )
+from helpers.grading.settings import Settings
 
 
 def kernel_folders(repo: Path) -> list[Path]:
@@ -77,7 +77,7 @@ class Run:
         # fresh clone would otherwise compile the helpers again in every notebook's kernel).
         with contextlib.suppress(OSError):
             compileall.compile_dir(str(repo / "helpers"), quiet=2)
-        jobs = max(1, settings.jobs)
+        jobs = settings.workers()
         uids = sandbox.spare_uids(jobs) if uid is not None else [None] * jobs
         path = None
         for job, job_uid in enumerate(uids):

@@ -66,7 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers import course
-from helpers.grading.common import Settings, add_root_argument, course_folder, grading_dir
+from helpers.grading.common import add_root_argument, course_folder, grading_dir
+from helpers.grading.settings import Settings
 from helpers.grading.stage import _read_notebook, _text
 
 NOISE_THRESHOLD = 12
@@ -153,8 +154,6 @@ class Result:
     pairs: list[Pair]
     skipped: list[str]  # "student: why" (a whole notebook)
     notes: list[str]  # "student, exercise: why"
-
-
 
 
 def _grade_id(cell) -> str | None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from helpers.grading.common import (
     MB,
-    Settings,
     Target,
     course_folder,
     open_regular,
@@ -19,6 +18,7 @@ from helpers.grading.common import (
     remove_tree,
     walk,
 )
+from helpers.grading.settings import Settings
 
 #: Nesting of lists and objects a submitted notebook may have (Jupyter writes fewer than 20).
 MAX_JSON_DEPTH = 200
