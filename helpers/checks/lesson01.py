@@ -15,7 +15,6 @@ from helpers.checks import remote
 from helpers.checks.core import (
     Cause,
     CheckFailure,
-    Exercise,
     _as_array,
     _close,
     _first_index,
@@ -27,10 +26,10 @@ from helpers.checks.core import (
     assert_equal_values,
     call,
     check_integrity,
-    exercise_table,
     fail,
     report,
 )
+from helpers.checks.engine import Exercise, exercise_table
 from helpers.experiments import clipping_experiment, gradient_norms_through_time
 
 F64 = torch.float64

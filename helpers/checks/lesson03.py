@@ -31,14 +31,13 @@ from helpers.checks.core import (
     F32_RTOL,
     Cause,
     CheckFailure,
-    Exercise,
     assert_close,
     call,
-    exercise_table,
     fail,
     gradient_report,
     report,
 )
+from helpers.checks.engine import Exercise, exercise_table
 from helpers.long_memory import LastStepRegressor, adding_problem
 from helpers.timeseries import (
     WARMUP,

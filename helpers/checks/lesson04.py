@@ -24,14 +24,13 @@ from helpers.checks.core import (
     F32_ATOL,
     F32_RTOL,
     Cause,
-    Exercise,
     assert_close,
     call,
-    exercise_table,
     fail,
     gradient_report,
     report,
 )
+from helpers.checks.engine import Exercise, exercise_table
 from helpers.text import Vocab
 from helpers.training import cpu_threads
 
