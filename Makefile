@@ -1,7 +1,7 @@
 # The course's commands. Everything runs from the repository's own .venv, created on first use.
 #   make lab      install (first time) and open the lessons in JupyterLab
 #   make test     install (first time) and run the whole test suite (what CI runs)
-#   make check LESSON=01_intro_to_rnns   check your own notebook in lessons/ (LESSON=01 works)
+#   make check LESSON=01   check your own notebook in lessons/ (a lesson id or its prefix)
 #   make test-quick  unit tests and the checks only (no notebook runs, grading or browser)
 # Instructors: make release | autograde | feedback | export | images   (see docs/instructors.md)
 #   with nbgrader's exchange: make release-assignments | collect | autograde | feedback |
@@ -89,7 +89,7 @@ test-grading: $(DEV)
 		tests/test_exchange.py tests/test_verdicts.py tests/test_outside.py --timeout=3600 $(ARGS)
 
 check: $(LEARNER)
-	@test -n "$(LESSON)" || { echo "usage: make check LESSON=01_intro_to_rnns"; exit 2; }
+	@test -n "$(LESSON)" || { echo "usage: make check LESSON=01 (a lesson id or its prefix)"; exit 2; }
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m helpers.checks $(LESSON) $(ARGS)
 
 # Each lesson's set-up cell and Colab links, and the README's lessons table, from the manifest
@@ -119,7 +119,7 @@ release-feedback: $(INSTRUCTOR)
 
 # Pairs of students whose answers to an exercise are most alike (copydetect), scaffold ignored.
 similarity: $(INSTRUCTOR)
-	@test -n "$(LESSON)" || { echo "usage: make similarity LESSON=01_intro_to_rnns"; exit 2; }
+	@test -n "$(LESSON)" || { echo "usage: make similarity LESSON=01 (a lesson id or its prefix)"; exit 2; }
 	$(RUN) $(BIN)/python -m helpers.grading.similarity $(LESSON) $(ARGS)
 
 # Merge `make autograde ARGS="--shard K/N"` runs (grading/shards/) into the course's gradebook.

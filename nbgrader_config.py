@@ -5,24 +5,21 @@ Run nbgrader from this folder (the Makefile does): it reads this file from the w
 
 from pathlib import Path
 
+from helpers import course  # the course's manifest owns the folder names
+
 c = get_config()  # noqa: F821  (injected by traitlets when nbgrader loads this file)
 
 ROOT = Path(__file__).resolve().parent
-GRADING = ROOT / "grading"
 # sqlite cannot create the gradebook in a missing folder, and the error nbgrader shows then is
 # misleading ("run nbgrader db upgrade"): make the folders first.
-(GRADING / "exchange").mkdir(parents=True, exist_ok=True)
+(ROOT / course.EXCHANGE).mkdir(parents=True, exist_ok=True)
 
 c.CourseDirectory.root = str(ROOT)
-c.CourseDirectory.course_id = "rnn-course"
-c.CourseDirectory.source_directory = "solutions"
-c.CourseDirectory.release_directory = "lessons"
-c.CourseDirectory.submitted_directory = "grading/submitted"
-c.CourseDirectory.autograded_directory = "grading/autograded"
-c.CourseDirectory.feedback_directory = "grading/feedback"
-c.CourseDirectory.solution_directory = "grading/solution"
-c.CourseDirectory.db_url = f"sqlite:///{GRADING / 'gradebook.db'}"
-c.Exchange.root = str(GRADING / "exchange")
+c.CourseDirectory.course_id = course.COURSE_ID
+for step, folder in course.FOLDERS.items():
+    setattr(c.CourseDirectory, f"{step}_directory", folder)
+c.CourseDirectory.db_url = f"sqlite:///{ROOT / course.GRADEBOOK}"
+c.Exchange.root = str(ROOT / course.EXCHANGE)
 
 # Seconds per cell; training cells run in fast mode (COURSE_FAST=1) while grading.
 c.Execute.timeout = 120

@@ -55,7 +55,7 @@ from helpers.char_training import (
 )
 from helpers.text import CORPORA, load_corpus
 
-SOLUTION = course.notebook_path("solutions", course.CHECKPOINT_LESSON)
+SOLUTION = course.notebook_path("source", course.CHECKPOINT_LESSON)
 RESULTS = course.ROOT / "benchmarks" / "results"
 
 #: The settings of the char-RNN notebook of Udacity's RNN lesson,

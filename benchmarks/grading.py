@@ -90,7 +90,7 @@ def class_of(lesson: str, students: int, seed: int = 0) -> dict[str, object]:
 
 def write_class(dest: Path, lesson: str, members: dict[str, object]) -> None:
     for sid, item in members.items():
-        folder = dest / "grading" / "submitted" / sid / lesson
+        folder = dest / course.FOLDERS["submitted"] / sid / lesson
         if isinstance(item, generate.Case):
             generate.write(item, folder)
         else:
@@ -185,7 +185,7 @@ def breakdown(lesson: str) -> dict:
     from nbclient import NotebookClient
 
     nb = generate.perfect(lesson)
-    path = course.notebook_path("solutions", lesson).parent
+    path = course.notebook_path("source", lesson).parent
     result = {}
     for mode in ("graceful", "immediate"):
         nb_copy = nbformat.from_dict(json.loads(json.dumps(nb)))

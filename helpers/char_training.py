@@ -1,4 +1,4 @@
-"""Training, evaluating and saving a character-level language model (lesson 04_char_lstm).
+"""Training, evaluating and saving a character-level language model (lesson 04).
 
 The model is the learner's own: anything with ``forward(x, hidden) -> (logits, hidden)`` for
 integer input ``x (batch, seq)`` and logits ``(batch, seq, vocab)``, plus ``init_hidden(batch)``.
@@ -49,7 +49,7 @@ LN2 = math.log(2.0)
 #: Shakespeare after about 5 passes over it (10 minutes: 1.53 nats/char, worse than at 3).
 MODEL_CONFIG = {"hidden_size": 384, "num_layers": 1, "dropout": 0.4}
 
-#: Name of the checkpoint that ships with lesson 04 (in solutions/ and lessons/04_char_lstm/).
+#: Name of the checkpoint lesson 04 loads, shipped in the course package (helpers/data).
 CHECKPOINT_NAME = course.CHECKPOINT_NAME
 LESSON = course.CHECKPOINT_LESSON
 _FORMAT = "rnn-course-char-model/1"

@@ -174,28 +174,45 @@ def resource(kind: str, name: str) -> Path:
 
 # --------------------------------------------------------------------------- the checkout
 
+#: The course's folders, relative to a course's root, by nbgrader's name for each step.
+#: ``nbgrader_config.py`` gives nbgrader these; the tools ask nbgrader's ``CourseDirectory``
+#: (``helpers.grading.common.course_folder``) or this module.
+FOLDERS = {
+    "source": "solutions",  # the instructor's notebooks, the one source of truth
+    "release": "lessons",  # the students' notebooks, generated from the source
+    "submitted": "grading/submitted",
+    "autograded": "grading/autograded",
+    "feedback": "grading/feedback",
+    "solution": "grading/solution",
+}
+#: nbgrader's id of the course (the exchange's folder for it).
+COURSE_ID = "rnn-course"
+#: Everything the instructor's grading writes (git-ignored), the exchange and gradebook in it.
+GRADING_FOLDER = "grading"
+EXCHANGE = f"{GRADING_FOLDER}/exchange"
+GRADEBOOK = f"{GRADING_FOLDER}/gradebook.db"
+
 #: The repository root (the folder holding ``solutions/``, ``lessons/``, ``nbgrader_config.py``):
 #: only the instructor's tools, the benchmarks and the tests use it; no lesson does.
 ROOT = Path(__file__).resolve().parent.parent
-#: Instructor notebooks: nbgrader's source directory, the one source of truth.
-SOLUTIONS = ROOT / "solutions"
-#: Student notebooks: nbgrader's release directory, generated from ``SOLUTIONS``.
-LESSONS = ROOT / "lessons"
-#: Everything the instructor's grading writes (git-ignored).
-GRADING = ROOT / "grading"
+SOLUTIONS = ROOT / FOLDERS["source"]
+LESSONS = ROOT / FOLDERS["release"]
+GRADING = ROOT / GRADING_FOLDER
 NBGRADER_CONFIG = ROOT / "nbgrader_config.py"
+_KINDS = ("source", "release")
 
 
 def notebook_path(kind: str, lesson: str, root: Path = ROOT) -> Path:
-    """The notebook of ``lesson`` in ``kind`` (``"solutions"`` or ``"lessons"``)."""
-    if kind not in ("solutions", "lessons"):
-        raise ValueError(f"kind must be 'solutions' or 'lessons', got {kind!r}")
-    return Path(root) / kind / lesson / f"{lesson}.ipynb"
+    """The notebook of ``lesson`` in ``kind``: ``"source"`` (the instructor's, with answers) or
+    ``"release"`` (the students'), nbgrader's names for the two."""
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be 'source' or 'release', got {kind!r}")
+    return Path(root) / FOLDERS[kind] / lesson / f"{lesson}.ipynb"
 
 
 def released_lesson_ids(root: Path = ROOT) -> list[str]:
     """The lessons whose released notebook exists under ``root`` (a course folder)."""
-    return [x for x in lesson_ids() if notebook_path("lessons", x, root).is_file()]
+    return [x for x in lesson_ids() if notebook_path("release", x, root).is_file()]
 
 
 def is_test_cell(cell) -> bool:

@@ -1,4 +1,4 @@
-"""Long memory, lesson 03_time_series_rnn's last section: the adding problem, the RNN / GRU /
+"""Long memory, lesson 03's last section: the adding problem, the RNN / GRU /
 LSTM race and the course's sweep over the distance to remember.
 
 * ``adding_problem`` makes the task; ``LastStepRegressor`` puts a linear head on ``nn.RNN`` /

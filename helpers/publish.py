@@ -162,7 +162,7 @@ def publish(root: Path = course.ROOT, check: bool = False) -> list[str]:
     the files that were (``check``: would be) changed."""
     address = repository(root / "pyproject.toml")
     targets = [
-        (course.notebook_path("solutions", x, root), lambda p, x=x: publish_notebook(p, x, address))
+        (course.notebook_path("source", x, root), lambda p, x=x: publish_notebook(p, x, address))
         for x in course.lesson_ids()
     ]
     targets.append((root / "README.md", lambda p: publish_readme(p, address)))

@@ -1,4 +1,4 @@
-"""Time-series data and forecasting for lesson 03_time_series_rnn.
+"""Time-series data and forecasting for lesson 03.
 
 Two parts, in the order the lesson uses them:
 

@@ -52,18 +52,18 @@ def graded(tmp_path_factory):
     course = course_copy(tmp_path_factory.mktemp("course"))
     expected: dict[tuple[str, str], float] = {}
     for lesson in lesson_ids():
-        solution = nbformat.read(notebook_path("solutions", lesson), as_version=4)
-        release = nbformat.read(notebook_path("lessons", lesson), as_version=4)
+        solution = nbformat.read(notebook_path("source", lesson), as_version=4)
+        release = nbformat.read(notebook_path("release", lesson), as_version=4)
         total = sum(_points(solution).values())
         index, exercise, check = _last_exercise(solution)
-        wrong = nbformat.read(notebook_path("solutions", lesson), as_version=4)
+        wrong = nbformat.read(notebook_path("source", lesson), as_version=4)
         at = next(
             i
             for i, c in enumerate(release.cells)
             if c.metadata.get("nbgrader", {}).get("grade_id") == exercise
         )
         wrong.cells[index].source = release.cells[at].source
-        only_last = nbformat.read(notebook_path("lessons", lesson), as_version=4)
+        only_last = nbformat.read(notebook_path("release", lesson), as_version=4)
         only_last.cells[at].source = solution.cells[index].source
         for student, nb, score in (
             ("one_wrong", wrong, total - _points(solution)[check]),
@@ -103,7 +103,7 @@ def test_feedback_hides_hidden_tests(graded):
         html = course / "grading" / "feedback" / student / lesson / f"{lesson}.html"
         assert html.is_file(), f"no feedback for {student}/{lesson}"
         text = html.read_text(encoding="utf-8")
-        solution = nbformat.read(notebook_path("solutions", lesson), as_version=4)
+        solution = nbformat.read(notebook_path("source", lesson), as_version=4)
         for cell in solution.cells:
             for block in HIDDEN.findall(cell.source):
                 for line in filter(None, (s.strip() for s in block.splitlines())):

@@ -14,14 +14,14 @@ CASES = [(lesson, name) for lesson in lesson_ids() for name in exercises(lesson)
 
 @pytest.mark.parametrize(("lesson", "exercise"), CASES)
 def test_solution_passes(lesson, exercise):
-    ns = loaded(notebook_path("solutions", lesson))
+    ns = loaded(notebook_path("source", lesson))
     assert not ns.errors, f"solution notebook raised while loading: {ns.errors}"
     exercises(lesson)[exercise](ns)
 
 
 @pytest.mark.parametrize(("lesson", "exercise"), CASES)
 def test_release_fails(lesson, exercise):
-    ns = loaded(notebook_path("lessons", lesson))
+    ns = loaded(notebook_path("release", lesson))
     with pytest.raises(CheckFailure) as failure:
         exercises(lesson)[exercise](ns)
     # The message names the exercise, or the answer it asks for, and says what to do about it.

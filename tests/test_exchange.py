@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,9 +62,15 @@ def _student(course: Path, home: Path, student: str, *args: str) -> str:
 def cycle(tmp_path_factory):
     # A course folder the way an instructor has it: Makefile, config, solutions, lessons and the
     # installed .venv (linked; the lock files are dated back so that make sees it up to date).
-    files = ("Makefile", "nbgrader_config.py", "requirements.txt", "pyproject.toml")
-    course = course_copy(tmp_path_factory.mktemp("course"), files=files[:1] + files[2:])
-    for name in files:
+    files = ("Makefile", "pyproject.toml")
+    course = course_copy(tmp_path_factory.mktemp("course"), files=files)
+    shutil.copytree(ROOT / "requirements", course / "requirements")
+    for name in [
+        "nbgrader_config.py",
+        *files,
+        "requirements/dev.txt",
+        "requirements/instructor.txt",
+    ]:
         os.utime(course / name, (0, 0))
     (course / ".venv").symlink_to(ROOT / ".venv")
     one = f"--lesson {L1}"
@@ -73,11 +80,11 @@ def cycle(tmp_path_factory):
     for student, home in homes.items():
         _student(course, home, student, "fetch_assignment", L1)
         fetched = home / L1 / f"{L1}.ipynb"
-        assert fetched.read_bytes() == notebook_path("lessons", L1).read_bytes()
+        assert fetched.read_bytes() == notebook_path("release", L1).read_bytes()
     # alice solves everything; bob leaves the quiz unanswered and submits the rest
     nbformat.write(perfect(L1), homes["alice"] / L1 / f"{L1}.ipynb")
     bob = perfect(L1)
-    released = nbformat.read(notebook_path("lessons", L1), as_version=4)
+    released = nbformat.read(notebook_path("release", L1), as_version=4)
     quiz = next(
         c for c in released.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "gru_quiz"
     )
@@ -130,7 +137,7 @@ def test_each_student_fetches_their_own_feedback(cycle):
 
 def test_feedback_hides_hidden_tests(cycle):
     course, homes, _, _ = cycle
-    solution = nbformat.read(notebook_path("solutions", L1), as_version=4)
+    solution = nbformat.read(notebook_path("source", L1), as_version=4)
     hidden = [
         line.strip()
         for c in solution.cells

@@ -1,6 +1,6 @@
 """A class on a real JupyterHub: students fetch, work and submit in Chromium, the instructor grades.
 
-Real components only: JupyterHub (requirements.txt) with its PAM login and LocalProcessSpawner,
+Real components only: JupyterHub (requirements/instructor.txt), its PAM login, LocalProcessSpawner,
 configurable-http-proxy from the npm registry (``make hub-proxy``), real Linux accounts made
 by deploy/hub/hub.py (what ``make hub`` runs), nbgrader's exchange and its Assignments tab, and
 the course's sandboxed grader run by the instructor's account. One hub for the whole module:
@@ -66,8 +66,8 @@ PHASE_TIMEOUT = 420
 
 def _answers() -> dict[int, str]:
     """Cell index -> what a student who solved it types (the solution, markers removed)."""
-    release = json.loads(notebook_path("lessons", L1).read_text())
-    solution = json.loads(notebook_path("solutions", L1).read_text())
+    release = json.loads(notebook_path("release", L1).read_text())
+    solution = json.loads(notebook_path("source", L1).read_text())
     by_id = {
         c["metadata"]["nbgrader"]["grade_id"]: "".join(c["source"])
         for c in solution["cells"]
@@ -83,7 +83,7 @@ def _answers() -> dict[int, str]:
 
 
 def _index(grade_id: str) -> int:
-    release = json.loads(notebook_path("lessons", L1).read_text())
+    release = json.loads(notebook_path("release", L1).read_text())
     return next(
         i
         for i, c in enumerate(release["cells"])
@@ -522,7 +522,7 @@ def test_each_student_sees_their_own_score_and_no_hidden_test(klass):
     assert "Late submission penalty" not in alice, alice[:1000]
     # bob's feedback names the exercise he got wrong, with the grader's reason
     assert f"{WRONG}_check" in bob and "Autograder" in bob, bob[:3000]
-    solution = json.loads(notebook_path("solutions", L1).read_text())
+    solution = json.loads(notebook_path("source", L1).read_text())
     hidden = [
         line.strip()
         for c in solution["cells"]

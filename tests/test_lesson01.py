@@ -32,7 +32,7 @@ LESSON = "01_intro_to_rnns"
 
 @pytest.fixture(scope="module")
 def ns():
-    return loaded(notebook_path("solutions", LESSON))
+    return loaded(notebook_path("source", LESSON))
 
 
 def _random_sizes(count, seed=2024):
@@ -586,7 +586,7 @@ def _learner_text():
 
     import helpers.checks.lesson01 as module
 
-    nb = json.loads(notebook_path("lessons", LESSON).read_text())
+    nb = json.loads(notebook_path("release", LESSON).read_text())
     cells = "\n".join("".join(c["source"]) for c in nb["cells"])
     return {"lesson": cells, "checks": Path(module.__file__).read_text()}
 

@@ -64,7 +64,7 @@ FUNCTIONS = (
 
 @pytest.fixture(scope="module")
 def ns():
-    namespace = loaded(notebook_path("solutions", LESSON))
+    namespace = loaded(notebook_path("source", LESSON))
     assert not namespace.errors, f"solution notebook raised while loading: {namespace.errors}"
     return namespace
 
@@ -980,11 +980,11 @@ def test_remember_gate_is_a_worked_example_not_a_graded_point():
     from helpers.checks.lesson02 import EXERCISES
 
     assert "remember_gate" not in EXERCISES
-    nb = nbformat.read(notebook_path("solutions", LESSON), as_version=4)
+    nb = nbformat.read(notebook_path("source", LESSON), as_version=4)
     cells = [c for c in nb.cells if "def remember_gate(" in c.source]
     assert len(cells) == 1 and "nbgrader" not in cells[0].metadata
     assert not any("check_remember_gate" in c.source for c in nb.cells)
-    release = nbformat.read(notebook_path("lessons", LESSON), as_version=4)
+    release = nbformat.read(notebook_path("release", LESSON), as_version=4)
     assert any("return kept_ltm + learned" in c.source for c in release.cells)
     points = {
         c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"]
@@ -1001,7 +1001,7 @@ def test_remember_gate_is_a_worked_example_not_a_graded_point():
 
 
 def _mutated_solution(tmp_path, replacements):
-    nb = nbformat.read(notebook_path("solutions", LESSON), as_version=4)
+    nb = nbformat.read(notebook_path("source", LESSON), as_version=4)
     for cell in nb.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         for target, old, new in replacements:

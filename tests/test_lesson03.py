@@ -68,7 +68,7 @@ LESSON = "03_time_series_rnn"
 
 @pytest.fixture(scope="module")
 def ns():
-    return loaded(notebook_path("solutions", LESSON))
+    return loaded(notebook_path("source", LESSON))
 
 
 # --------------------------------------------------------------------------------------------
@@ -721,7 +721,7 @@ def _notebook_text(kind):
 
 
 def test_notebook_states_the_measured_race():
-    nb, text = _notebook_text("solutions")
+    nb, text = _notebook_text("source")
     assert "| ? |" not in text and " ? s" not in text, "fill in the measured race figures"
     assert "T = 100" in text and "1500 steps" in text
     for name in ("`nn.RNN`", "`nn.GRU`", "`nn.LSTM`"):
@@ -729,7 +729,7 @@ def test_notebook_states_the_measured_race():
 
 
 def test_long_cells_are_tagged_training():
-    nb, _ = _notebook_text("solutions")
+    nb, _ = _notebook_text("source")
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -742,7 +742,7 @@ def test_long_cells_are_tagged_training():
 
 
 def test_release_has_no_answers():
-    _, text = _notebook_text("lessons")
+    _, text = _notebook_text("release")
     assert "nn.RNN(input_size, hidden_dim, n_layers, batch_first=True)" not in text
     assert "hidden = hidden.detach()  # keep" not in text
     assert "model(step, hidden)" not in text and "output[:, -1:]" not in text
@@ -1146,7 +1146,7 @@ def test_benchmark_script_writes_the_measurement(tmp_path, capsys):
 
 
 def test_notebook_plots_the_shipped_sweep_and_quotes_no_figure():
-    _, text = _notebook_text("solutions")
+    _, text = _notebook_text("source")
     assert "sweep = shipped_sweep()" in text and "print(sweep_table(sweep))" in text
     record = shipped_sweep()
     for info in record["models"].values():
@@ -1161,7 +1161,7 @@ def test_notebook_plots_the_shipped_sweep_and_quotes_no_figure():
 
 
 def test_notebook_prose_is_for_learners():
-    _, text = _notebook_text("solutions")
+    _, text = _notebook_text("source")
     lowered = text.lower()
     for phrase in ("the seed", "original notebook", "shared with other jobs", "idle machine"):
         assert phrase not in lowered, phrase
@@ -1169,7 +1169,7 @@ def test_notebook_prose_is_for_learners():
 
 
 def test_every_plot_is_followed_by_what_to_see():
-    nb, _ = _notebook_text("solutions")
+    nb, _ = _notebook_text("source")
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and "plt.show()" in cell.source:
             following = nb.cells[index + 1]
@@ -1178,7 +1178,7 @@ def test_every_plot_is_followed_by_what_to_see():
 
 
 def test_the_lesson_ends_with_a_self_test():
-    nb, _ = _notebook_text("solutions")
+    nb, _ = _notebook_text("source")
     questions, answers = nb.cells[-2].source, nb.cells[-1].source
     assert questions.startswith("## Self-test")
     assert 3 <= len(re.findall(r"^\d\. ", questions, flags=re.M)) <= 5

@@ -53,7 +53,7 @@ LESSON = "04_char_lstm"
 
 @pytest.fixture(scope="module")
 def ns():
-    namespace = loaded(notebook_path("solutions", LESSON))
+    namespace = loaded(notebook_path("source", LESSON))
     assert not namespace.errors, namespace.errors
     return namespace
 
@@ -951,7 +951,7 @@ _MEASURED = [
 
 
 def test_lesson_prose_names_no_benchmark_and_quotes_no_measured_figure():
-    notebook = json.loads(notebook_path("solutions", LESSON).read_text(encoding="utf-8"))
+    notebook = json.loads(notebook_path("source", LESSON).read_text(encoding="utf-8"))
     prose = "\n".join(
         "".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown"
     )

@@ -22,7 +22,7 @@ def test_solution_runs_and_passes_all_tests(lesson, monkeypatch):
     config.Execute.timeout = 120
     config.Validator.ignore_checksums = True
     started = time.perf_counter()
-    results = Validator(config=config).validate(str(notebook_path("solutions", lesson)))
+    results = Validator(config=config).validate(str(notebook_path("source", lesson)))
     elapsed = time.perf_counter() - started
     assert results == {}, f"{lesson}: tests fail in the reference solution:\n{results}"
     assert elapsed < FAST_BUDGET_S, f"{lesson} took {elapsed:.0f} s in fast mode"
@@ -30,7 +30,7 @@ def test_solution_runs_and_passes_all_tests(lesson, monkeypatch):
 
 @pytest.mark.parametrize("lesson", lesson_ids())
 def test_solution_stored_clean(lesson):
-    nb = nbformat.read(notebook_path("solutions", lesson), as_version=4)
+    nb = nbformat.read(notebook_path("source", lesson), as_version=4)
     nbformat.validate(nb)
     grade_ids = []
     for index, cell in enumerate(nb.cells):
@@ -52,7 +52,7 @@ def test_solution_stored_clean(lesson):
 
 @pytest.mark.parametrize("lesson", lesson_ids())
 def test_every_exercise_is_followed_by_its_check(lesson):
-    nb = nbformat.read(notebook_path("solutions", lesson), as_version=4)
+    nb = nbformat.read(notebook_path("source", lesson), as_version=4)
     cells = [c for c in nb.cells if "nbgrader" in c.metadata]
     for index, cell in enumerate(cells):
         meta = cell.metadata["nbgrader"]

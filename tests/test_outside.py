@@ -138,7 +138,7 @@ def test_a_lesson_runs_and_passes_outside_the_checkout(lesson, wheel, elsewhere)
     work = elsewhere / lesson
     work.mkdir()
     notebook = work / f"{lesson}.ipynb"
-    shutil.copy(notebook_path("solutions", lesson), notebook)
+    shutil.copy(notebook_path("source", lesson), notebook)
     env = _clean_env(COURSE_PACKAGE=str(wheel), JUPYTER_PATH=str(elsewhere / "share" / "jupyter"))
     execute = [Path(sys.executable).parent / "jupyter-execute", "--inplace"]
     execute += [f"--kernel_name={KERNEL}", "--timeout=600", notebook.name]

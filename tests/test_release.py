@@ -86,7 +86,7 @@ def _released_text(lesson: str) -> str:
 
 @pytest.mark.parametrize("lesson", lesson_ids())
 def test_no_solution_or_hidden_test_leaks(lesson):
-    secret = _secret_lines(notebook_path("solutions", lesson))
+    secret = _secret_lines(notebook_path("source", lesson))
     assert secret, f"{lesson}: the solution notebook has no solution blocks"
     released = _released_text(lesson)
     leaks = [f"{kind}: {line}" for line, kind in secret.items() if line in released]
@@ -97,7 +97,7 @@ def test_no_solution_or_hidden_test_leaks(lesson):
 
 @pytest.mark.parametrize("lesson", lesson_ids())
 def test_every_exercise_is_unsolved_in_release(lesson):
-    nb = nbformat.read(notebook_path("lessons", lesson), as_version=4)
+    nb = nbformat.read(notebook_path("release", lesson), as_version=4)
     answers = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
     assert answers, f"{lesson}: no exercise cells in the release"
     for cell in answers:
@@ -114,7 +114,7 @@ def test_the_manifest_lists_every_lesson_with_its_marks():
     on_disk = sorted(p.parent.name for p in SOLUTIONS.glob("*/*.ipynb") if p.stem == p.parent.name)
     assert course.lesson_ids() == on_disk
     for lesson in course.LESSONS_TABLE:
-        nb = nbformat.read(notebook_path("solutions", lesson.id), as_version=4)
+        nb = nbformat.read(notebook_path("source", lesson.id), as_version=4)
         marks = {
             c.metadata.nbgrader["grade_id"]: c.metadata.nbgrader["points"]
             for c in nb.cells
@@ -134,7 +134,7 @@ def test_the_manifest_lists_every_lesson_with_its_marks():
 def test_set_up_cells_colab_links_and_readme_table_are_up_to_date():
     assert publish.publish(check=True) == [], "run `make release` and commit"
     for lesson in lesson_ids():
-        for kind in ("solutions", "lessons"):
+        for kind in ("source", "release"):
             cell = nbformat.read(notebook_path(kind, lesson), as_version=4).cells[0]
             assert publish.SETUP_TAG in cell.metadata.tags, (kind, lesson)
             assert cell.source == publish.setup_cell_source(publish.repository())
@@ -169,7 +169,7 @@ def test_publishing_at_an_address_writes_colab_links_and_the_install_source(tmp_
     for lesson in course.LESSONS_TABLE:
         link = f"{colab}/{lesson.id}/{lesson.id}.ipynb"
         assert link in readme
-        nb = nbformat.read(notebook_path("solutions", lesson.id, root), as_version=4)
+        nb = nbformat.read(notebook_path("source", lesson.id, root), as_version=4)
         assert f'"git+{address}"' in nb.cells[0].source
         title = next(c.source for c in nb.cells if c.cell_type == "markdown")
         assert f"· {lesson.title}\n\n[![Open in Colab]" in title and link in title

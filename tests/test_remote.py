@@ -37,8 +37,8 @@ def _load(kind: str, lesson: str):
 
 @pytest.mark.parametrize("lesson", lesson_ids())
 def test_solutions_pass_and_the_release_fails_on_the_judges_side(lesson):
-    _, solved = _loopback(_load("solutions", lesson))
-    _, released = _loopback(_load("lessons", lesson))
+    _, solved = _loopback(_load("source", lesson))
+    _, released = _loopback(_load("release", lesson))
     for grade_id in points_of(lesson):
         outcome = verdict.judge(lesson, grade_id, solved)
         assert outcome.ename is None, (grade_id, outcome.evalue)
@@ -167,7 +167,7 @@ def test_forged_gradients_from_the_kernel_are_caught(monkeypatch):
     values: a probe rewritten in the kernel to report gradients everywhere is caught."""
     from helpers.checks import core
 
-    namespace = _load("solutions", "03_time_series_rnn")
+    namespace = _load("source", "03_time_series_rnn")
     _, send = _loopback(namespace)
     assert verdict.judge("03_time_series_rnn", "SimpleRNN_check", send).ename is None
     real = core._backward_probe

@@ -211,12 +211,12 @@ def course(tmp_path_factory) -> Path:
     """A course with lesson 01 only and eight submissions."""
     root = tmp_path_factory.mktemp("similarity")
     shutil.copy(ROOT / "nbgrader_config.py", root)
-    for kind in ("solutions", "lessons"):
-        dest = root / kind / LESSON
+    for kind in ("source", "release"):
+        dest = notebook_path(kind, LESSON, root).parent
         dest.mkdir(parents=True)
         shutil.copy(notebook_path(kind, LESSON), dest)
-    release = _read(notebook_path("lessons", LESSON))
-    solution = _exercise_cells(_read(notebook_path("solutions", LESSON)))
+    release = _read(notebook_path("release", LESSON))
+    solution = _exercise_cells(_read(notebook_path("source", LESSON)))
     reference = {
         g: MARKERS.sub("", "".join(c["source"]) if isinstance(c["source"], list) else c["source"])
         for g, c in solution.items()

@@ -125,8 +125,8 @@ def _defining_cell(nb, name: str) -> int:
 
 def broken_notebook(lesson: str, broken: tuple[str, ...], how: str):
     """The solution notebook of ``lesson`` with each exercise of ``broken`` broken ``how``."""
-    nb = nbformat.read(notebook_path("solutions", lesson), as_version=4)
-    release = nbformat.read(notebook_path("lessons", lesson), as_version=4)
+    nb = nbformat.read(notebook_path("source", lesson), as_version=4)
+    release = nbformat.read(notebook_path("release", lesson), as_version=4)
     blanks = {
         c.metadata["nbgrader"]["grade_id"]: c.source
         for c in release.cells
@@ -168,7 +168,7 @@ CORPUS = _corpus()
 def test_test_cells_follow_the_case_table():
     """Every test cell in solutions/ is its exercise's call, visible then hidden cases."""
     for lesson in lesson_ids():
-        nb = nbformat.read(notebook_path("solutions", lesson), as_version=4)
+        nb = nbformat.read(notebook_path("source", lesson), as_version=4)
         cells = {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if is_test_cell(c)}
         table = {e.grade_id: e for e in exercises(lesson).values()}
         assert sorted(cells) == sorted(table), f"{lesson}: test cells and case table differ"

@@ -39,18 +39,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import course as manifest
+
 HERE = Path(__file__).resolve().parent
 COURSE = HERE.parents[1]
 CONFIG = HERE / "jupyterhub_config.py"
 VENV = COURSE / ".venv"
 PROXY_DIR = COURSE / ".hub" / "proxy"
 PROXY = PROXY_DIR / "node_modules" / ".bin" / "configurable-http-proxy"
-COURSE_ID = "rnn-course"
+COURSE_ID = manifest.COURSE_ID
 #: The instructor's copy of the course, in their home.
 INSTRUCTOR_COURSE = "rnn-course"
 #: What the instructor's copy needs (the grader itself is the .venv's installed helpers).
-COURSE_FILES = ("Makefile", "nbgrader_config.py", "requirements.txt", "pyproject.toml")
-COURSE_FOLDERS = ("solutions", "lessons")
+COURSE_FILES = ("Makefile", "nbgrader_config.py", "pyproject.toml")
+COURSE_FOLDERS = (manifest.FOLDERS["source"], manifest.FOLDERS["release"], "requirements")
 
 NEED_NODE = (
     "make hub needs Node.js: JupyterHub's proxy, configurable-http-proxy, is an npm package. "
@@ -222,7 +224,7 @@ def instructor_settings(exchange: Path) -> str:
         f'c.Exchange.root = "{exchange}"\n'
         "# A submission after the lesson's due date is flagged late; 'zero' scores it 0\n"
         "# ('none', nbgrader's default, only flags it). Set a due date with\n"
-        "#   nbgrader db assignment add 01_intro_to_rnns --duedate='2026-12-01 17:00:00 UTC'\n"
+        "#   nbgrader db assignment add <lesson id> --duedate='2026-12-01 17:00:00 UTC'\n"
         'c.LateSubmissionPlugin.penalty_method = "zero"\n'
     )
 
@@ -321,10 +323,10 @@ def prepare_instructor_course(room: Classroom) -> Path:
         with open(course / "nbgrader_config.py", "a") as config:
             config.write(instructor_settings(room.exchange))
         (course / ".venv").symlink_to(VENV)
-        # make's install step runs when the lock files are newer than the .venv's stamp: the
+        # make's install step runs when the lock files are newer than the .venv's stamps: the
         # copies are as old as can be, so it sees the shared .venv up to date.
-        for name in ("requirements.txt", "pyproject.toml"):
-            os.utime(course / name, (0, 0))
+        for path in [course / "pyproject.toml", *(course / "requirements").glob("*.txt")]:
+            os.utime(path, (0, 0))
     _chown_tree(course, entry)
     return course
 

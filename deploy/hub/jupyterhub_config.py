@@ -49,10 +49,10 @@ c.JupyterHub.cookie_secret_file = str(HUB_FILES / "jupyterhub_cookie_secret")
 c.JupyterHub.cleanup_servers = False
 
 # --- who may log in ---------------------------------------------------------------------------
-# JupyterHub's own PAMAuthenticator: the Linux accounts and their passwords (pamela, pinned in
-# requirements.txt). REAL SERVER: the same with your accounts, or your university's single
-# sign-on (oauthenticator's GenericOAuthenticator, ldapauthenticator), keeping allowed_users
-# (or allowed_groups) as the class list.
+# JupyterHub's own PAMAuthenticator: the Linux accounts and their passwords (pamela, pinned
+# in requirements/instructor.txt). REAL SERVER: the same with your accounts, or your
+# university's single sign-on (oauthenticator's GenericOAuthenticator, ldapauthenticator),
+# keeping allowed_users (or allowed_groups) as the class list.
 c.JupyterHub.authenticator_class = "pam"
 # pam_open_session needs a full login stack (systemd-logind); the servers do not need it.
 c.PAMAuthenticator.open_sessions = False

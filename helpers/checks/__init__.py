@@ -10,8 +10,8 @@ from helpers.checks.core import Cause, CheckFailure, assert_close, call, fail, g
 
 
 def exercises(lesson: str) -> dict:
-    """The ``EXERCISES`` of ``lesson`` (e.g. ``"01_intro_to_rnns"``), from the module the course
-    manifest (``helpers.course``) names for it."""
+    """The ``EXERCISES`` of ``lesson`` (a lesson id), from the module the course manifest
+    (``helpers.course``) names for it."""
     if lesson not in course.lesson_ids():
         raise ValueError(f"unknown lesson {lesson!r}; expected one of {course.lesson_ids()}")
     return importlib.import_module(course.lesson(lesson).checks).EXERCISES

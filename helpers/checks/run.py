@@ -1,8 +1,8 @@
 """``make check``: every exercise of a lesson, visible and hidden cases, on one notebook.
 
-    python -m helpers.checks 01_intro_to_rnns                 # lessons/01_intro_to_rnns/...
+    python -m helpers.checks 01                       # lesson 01's notebook in lessons/
     python -m helpers.checks 01 --notebook path/to/copy.ipynb
-    python -m helpers.checks 01_intro_to_rnns.ipynb           # a notebook, wherever it is
+    python -m helpers.checks path/to/<lesson id>.ipynb  # a lesson's notebook, wherever it is
 
 Prints one line per exercise (name, points, passed or the message) and the total, and exits 1
 when anything fails. It runs exactly the cases the autograder runs (both read the lesson's case
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "lesson",
-        help="lesson id or a unique prefix (01_intro_to_rnns, 01), or a lesson's notebook file "
-        "(01_intro_to_rnns.ipynb, named as the course names it)",
+        help="lesson id or a unique prefix (01), or a lesson's notebook file (named as the "
+        "course names it: <lesson id>.ipynb)",
     )
     parser.add_argument(
         "--notebook", type=Path, help="notebook to check (default: lessons/<lesson>/<lesson>.ipynb)"
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         lesson = course.lesson(args.lesson).id
     except ValueError as exc:
         parser.error(str(exc))
-    path = (args.notebook or given or course.notebook_path("lessons", lesson)).resolve()
+    path = (args.notebook or given or course.notebook_path("release", lesson)).resolve()
     if not path.is_file():
         parser.error(f"no notebook at {path}; give its path: {parser.prog} {lesson}.ipynb")
 

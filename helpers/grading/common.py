@@ -147,7 +147,7 @@ def course_folder(root: Path, step: str) -> Path:
 
 def grading_dir(root: Path) -> Path:
     """The course's ``grading/`` folder (what the grader writes besides nbgrader's folders)."""
-    return Path(root) / course.GRADING.relative_to(course.ROOT)
+    return Path(root) / course.GRADING_FOLDER
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,7 @@ def register_lessons(
     from the same source (its stamp in ``release/<lesson>/``) is not generated again: each
     ``nbgrader generate_assignment`` costs seconds, on every grading run.
     """
-    release = target.release if target else Path(root) / "grading" / "release"
+    release = target.release if target else grading_dir(root) / "release"
     url = target.db_url if target else db_url(root)
     args = [f"--CourseDirectory.release_directory={release}"]
     if target is not None:

@@ -1,6 +1,6 @@
 """``make similarity LESSON=01``: which students' answers to an exercise are most alike.
 
-    python -m helpers.grading.similarity 01_intro_to_rnns          # or a unique prefix: 01
+    python -m helpers.grading.similarity 01          # a lesson id or a unique prefix
     python -m helpers.grading.similarity 01 --root DIR --top 20 --threshold 0.6
 
 For every exercise of the lesson (a cell whose ``metadata.nbgrader`` has ``solution: true``),
@@ -272,7 +272,7 @@ def compare(root: Path, lesson: str, noise_threshold: int = NOISE_THRESHOLD) -> 
 
     if noise_threshold < 5:
         raise ValueError(f"noise threshold must be at least 5 characters, got {noise_threshold}")
-    release_path = course.notebook_path("lessons", lesson, root)
+    release_path = course.notebook_path("release", lesson, root)
     if not release_path.is_file():
         raise ValueError(f"expected the released notebook {release_path} (run make release)")
     release, rejected, _ = _read_notebook(release_path, Settings())
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m helpers.grading.similarity",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("lesson", help="lesson id or a unique prefix, e.g. 01_intro_to_rnns or 01")
+    parser.add_argument("lesson", help="lesson id or a unique prefix, e.g. 01")
     add_root_argument(parser)
     parser.add_argument(
         "--top", type=int, default=TOP, help=f"pairs to show and print (default {TOP})"

@@ -3,7 +3,7 @@
 ``autograde`` starts one worker per job (:mod:`helpers.grading.pool`). A worker imports nbgrader
 once, then reads requests on stdin, one JSON object a line::
 
-    {"lesson": "01_intro_to_rnns", "student": "ada", "config": {...}}
+    {"lesson": "<lesson id>", "student": "ada", "config": {...}}
 
 grades that one submission with nbgrader's own ``Autograde`` converter (what
 ``nbgrader autograde LESSON --student ada --force`` does, in-process, the way nbgrader's
