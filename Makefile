@@ -80,7 +80,7 @@ QUICK := -m "not slow"
 test-quick: $(DEV)
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n 2 $(QUICK) -q $(ARGS)
 
-# Only the grading tests: the hostile-submission corpus (tests/hostile/) and hostile folders, a
+# Only the grading tests: the hostile-submission corpus (tests/support/hostile/) and hostile folders, a
 # class killed, sharded and merged, the exchange cycle and the verdict corpus (make check vs make
 # autograde); and every lesson run outside the checkout (make test runs two of them).
 test-grading: $(DEV)

@@ -41,18 +41,15 @@ import helpers
 from helpers import course
 from helpers.char_training import (
     MODEL_CONFIG,
-    PRECISIONS,
     TrainConfig,
     bits_per_char,
     config_dict,
-    cpu_info,
     evaluate,
     make_optimizer,
-    precision_context,
-    resolve_precision,
     save_checkpoint,
     train,
 )
+from helpers.precision import PRECISIONS, cpu_info, precision_context, resolve_precision
 from helpers.text import CORPORA, load_corpus
 
 SOLUTION = course.notebook_path("source", course.CHECKPOINT_LESSON)

@@ -8,7 +8,7 @@ other in one run, each in its own fresh copy of the course with the same submiss
   autograde --force``), bubblewrap sandbox and hardened executor, that many notebooks at a time.
 
 The class is a realistic mix: most students solved everything, some left one or two exercises
-unanswered, a few submit something hostile from the corpus of ``tests/hostile/`` (a crash, a
+unanswered, a few submit something hostile from the corpus of ``tests/support/hostile/`` (a crash, a
 dying kernel, tampered tests, a file that is not a notebook). Each lesson is timed on its own;
 the figures are wall-clock seconds per notebook, their ratio to plain nbgrader, the CPU time the
 whole machine spent per notebook, and the peak memory of the grading process tree.
@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the hostile corpus and the course cop
 
 import nbformat  # noqa: E402
 import psutil  # noqa: E402
-from hostile import generate  # noqa: E402
 from support import course_copy, nbgrader_env  # noqa: E402
+from support.hostile import generate  # noqa: E402
 
 from helpers import course  # noqa: E402
 from helpers.grading.common import nbgrader_command  # noqa: E402

@@ -25,9 +25,7 @@ Validation loss is measured two ways (both in nats per character, the mean cross
 
 from __future__ import annotations
 
-import contextlib
 import math
-import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -38,6 +36,7 @@ import torch
 from torch import nn
 
 from helpers import course
+from helpers.precision import check_precision, precision_context, resolve_precision
 from helpers.text import Vocab
 from helpers.training import StepHistory, cpu_threads, model_device, progress_bar
 
@@ -53,77 +52,6 @@ MODEL_CONFIG = {"hidden_size": 384, "num_layers": 1, "dropout": 0.4}
 CHECKPOINT_NAME = course.CHECKPOINT_NAME
 LESSON = course.CHECKPOINT_LESSON
 _FORMAT = "rnn-course-char-model/1"
-
-#: ``TrainConfig.precision``'s choices.
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-#: The CPU flags ``cpu_info`` reports: what decides float32 and bf16 speed.
-ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-
-
-def cpu_info() -> dict:
-    """``{"cpu": model name, "cpu_flags": {flag: bool for flag in ISA_FLAGS}}``.
-
-    Read from ``/proc/cpuinfo`` (the first CPU); where there is none (not Linux) the name is
-    ``platform.processor()`` and every flag is ``False``.
-    """
-    name, flags = "", None
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and not name:
-            name = value.strip()
-        elif key in ("flags", "Features") and flags is None:
-            flags = set(value.split())
-    flags = flags or set()
-    return {
-        "cpu": name or platform.processor() or platform.machine(),
-        "cpu_flags": {flag: flag in flags for flag in ISA_FLAGS},
-    }
-
-
-def bf16_available(device) -> bool:
-    """Whether ``device`` computes bf16 natively (so autocast to bf16 pays).
-
-    CPU: oneDNN with bf16 support and an ``avx512_bf16`` or ``amx_bf16`` CPU flag (oneDNN
-    emulates bf16 on plain AVX-512, which is slower than float32). CUDA: ``is_bf16_supported``.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-    flags = cpu_info()["cpu_flags"]
-    return supported and (flags["avx512_bf16"] or flags["amx_bf16"])
-
-
-def _check_precision(precision) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-
-
-def resolve_precision(precision: str, device) -> str:
-    """``"bf16"`` or ``"fp32"``: what ``precision`` (one of ``PRECISIONS``) means on ``device``."""
-    _check_precision(precision)
-    if precision == "auto":
-        return "bf16" if bf16_available(device) else "fp32"
-    return precision
-
-
-def precision_context(precision: str, device):
-    """``torch.autocast`` to bf16 for ``"bf16"``, a no-op context for ``"fp32"``."""
-    if precision == "bf16":
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @dataclass
@@ -171,7 +99,7 @@ class TrainConfig:
     precision: str = "auto"
 
     def __post_init__(self):
-        _check_precision(self.precision)
+        check_precision(self.precision)
         for name in ("batch_size", "seq_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

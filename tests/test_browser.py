@@ -33,7 +33,8 @@ import re
 import time
 
 import pytest
-from browser_support import (
+from conftest import lesson_ids
+from support.browser import (
     ARTIFACTS,
     BROKEN_IMAGE,
     HOW_TO_ENABLE,
@@ -49,7 +50,6 @@ from browser_support import (
     solution_problems,
     student_problems,
 )
-from conftest import lesson_ids
 
 REQUIRED = os.environ.get("COURSE_REQUIRE_BROWSER", "").strip().lower() in {"1", "true", "yes"}
 

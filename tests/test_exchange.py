@@ -20,8 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import ROOT, nbgrader_env, notebook_path
-from hostile.generate import L1, perfect, points
 from support import HIDDEN_TESTS, course_copy
+from support.hostile.generate import L1, perfect, points
 
 # The same cycle runs through a real JupyterHub in tests/test_hub.py (in make test); this
 # command-line version runs in make test-grading, to keep make test within its budget.

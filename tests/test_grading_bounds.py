@@ -1,4 +1,4 @@
-"""Submission folders the hostile corpus cannot write (tests/hostile/bounds_rows.py has the rest):
+"""Submission folders the hostile corpus cannot write (support/hostile/bounds_rows.py has the rest):
 a folder 1,100 levels deep, FIFOs (one named like the notebook), a file name that is not UTF-8,
 a huge sparse file, an unreadable file and a student folder whose name is not text. Graded in one
 ``autograde`` run beside an honest control: each gets its marks or 0 with a reason, and the run
@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hostile.generate import L1, ipynb, perfect, points
 from support import course_copy, run_grader
+from support.hostile.generate import L1, ipynb, perfect, points
 
 from helpers.grading.common import remove_tree, walk
 from helpers.grading.stage import json_depth

@@ -26,8 +26,8 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from hostile import generate
 from support import course_copy, grader_command, nbgrader_env, run_grader
+from support.hostile import generate
 
 from helpers.grading.common import in_shard
 

@@ -1,4 +1,4 @@
-"""The hostile-submission corpus (tests/hostile/generate.py), graded twice in one temporary course.
+"""The hostile-submission corpus (tests/support/hostile/), graded twice in one temporary course.
 
 All cases are graded together, as a class would be: every lesson in one ``make autograde`` run
 (``python -m helpers.grading autograde``), with two notebooks at a time. For every case the
@@ -32,8 +32,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import ROOT, nbgrader_env
-from hostile.generate import build, points, write
 from support import course_copy, grader_command, run_grader
+from support.hostile.generate import build, points, write
 
 from helpers.grading import sandbox
 
@@ -345,7 +345,7 @@ def test_autograded_notebooks_are_bounded(graded):
     """Every autograded notebook is at most its submitted notebook + the notebook output cap +
     the grader's notes; the flooding cases (90 MB of tracebacks, 20 MB of metadata, display
     updates worth 160 MB) stay near an honest notebook's size, and so does their feedback."""
-    from hostile.bounds_rows import FLOODS
+    from support.hostile.bounds_rows import FLOODS
 
     from helpers.grading.common import nbgrader
 
@@ -374,7 +374,7 @@ def test_autograded_notebooks_are_bounded(graded):
 
 
 # ----------------------------------------------------------------------------------------------
-# Issue 22: the sandbox shows only what grading needs (tests/hostile/sandbox_rows.py).
+# Issue 22: the sandbox shows only what grading needs (tests/support/hostile/sandbox_rows.py).
 
 
 def _printed(nb, grade_id: str, prefix: str) -> str:

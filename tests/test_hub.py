@@ -38,9 +38,9 @@ import threading
 import time
 
 import pytest
-from hostile.generate import L1, points
-from hub_support import ARTIFACTS, Hub, Student, missing_prerequisites
 from support import HIDDEN_TESTS
+from support.hostile.generate import L1, points
+from support.hub import ARTIFACTS, Hub, Student, missing_prerequisites
 
 from helpers.course import notebook_path
 

@@ -16,22 +16,20 @@ from conftest import LESSONS, ROOT, SOLUTIONS, loaded, notebook_path
 from torch import nn
 
 import helpers.char_training
+import helpers.precision
 from helpers import course
 from helpers.char_training import (
     CHECKPOINT_NAME,
     MODEL_CONFIG,
     TrainConfig,
     _lr_factor,
-    bf16_available,
     bits_per_char,
-    cpu_info,
     evaluate,
     lesson_checkpoint_path,
     load_checkpoint,
     make_optimizer,
     plot_history,
     read_checkpoint,
-    resolve_precision,
     save_checkpoint,
     train,
 )
@@ -46,6 +44,7 @@ from helpers.checks.lesson04 import (
     check_train_step,
     check_unigram_loss,
 )
+from helpers.precision import bf16_available, cpu_info, resolve_precision
 from helpers.text import Vocab, load_corpus, make_corpus, split_train_val
 
 LESSON = "04_char_lstm"
@@ -817,7 +816,7 @@ def test_precision_is_checked_and_falls_back_to_float32(ns, shakespeare, monkeyp
         info["cpu_flags"] = dict.fromkeys(info["cpu_flags"], False)
         return info
 
-    monkeypatch.setattr(helpers.char_training, "cpu_info", flags_without_bf16)
+    monkeypatch.setattr(helpers.precision, "cpu_info", flags_without_bf16)
     assert not bf16_available("cpu") and resolve_precision("auto", "cpu") == "fp32"
     data = shakespeare.train[:20_000]
     runs = {}

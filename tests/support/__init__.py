@@ -1,5 +1,7 @@
 """What the tests share: a temporary copy of the course, running the grader, the hidden-test
-pattern. Import it as ``from support import ...`` (tests/ is on pytest's path)."""
+pattern. Import it as ``from support import ...`` (tests/ is on pytest's path). Beside it:
+``support.browser`` (JupyterLab in Chromium), ``support.hub`` (a class on JupyterHub) and
+``support.hostile`` (the corpus of broken and hostile submissions)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,16 @@ folder, and the memory of the whole kernel. Rows of lesson 01's corpus (see gene
 
 from __future__ import annotations
 
-from hostile.generate import PATHS, Row, after, before, cell_fails, chain, from_on, unanswered
+from support.hostile.generate import (
+    PATHS,
+    Row,
+    after,
+    before,
+    cell_fails,
+    chain,
+    from_on,
+    unanswered,
+)
 
 #: Everything the kernel can see outside the folders it is meant to read (the system, the
 #: interpreter, the course's helpers package, its own working copy and /tmp): the

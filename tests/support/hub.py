@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from browser_support import (
+from support.browser import (
     CHROMIUM,
     HOW_TO_ENABLE,
     LAUNCH_ARGS,
@@ -47,7 +47,7 @@ from browser_support import (
     stop_process,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "hub"
 
 _spec = importlib.util.spec_from_file_location("course_hub", ROOT / "deploy" / "hub" / "hub.py")

@@ -14,8 +14,8 @@ what it does to the solved notebook, what the grader must do, whether it is grad
 The builders above it (``before``, ``after``, ``replace``, ``setup``, ``chain``, ``folder``,
 ``raw``, ...) make the usual changes, so a new case is usually one row.
 
-    python tests/hostile/generate.py OUT    # write the corpus to OUT/<student>/<lesson>/ and
-                                            # OUT/expected.json, to look at it
+    python tests/support/hostile/generate.py OUT
+        # writes the corpus to OUT/<student>/<lesson>/ and OUT/expected.json, to look at it
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 L1 = "01_intro_to_rnns"
 
 
@@ -933,9 +933,13 @@ LESSON01: list[Row] = [
     ),
 ]
 
-#: Modules (tests/hostile/) that add rows to lesson 01's corpus, each its own ``ROWS`` list:
+#: Modules (tests/support/hostile/) that add rows to lesson 01's corpus, each its own ``ROWS`` list:
 #: attacks on the verdict, on the sandbox and on the grader's bounds.
-EXTRA_ROW_MODULES = ("hostile.verdict_rows", "hostile.sandbox_rows", "hostile.bounds_rows")
+EXTRA_ROW_MODULES = (
+    "support.hostile.verdict_rows",
+    "support.hostile.sandbox_rows",
+    "support.hostile.bounds_rows",
+)
 
 
 def lesson01_rows() -> list[Row]:
@@ -1040,5 +1044,5 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "tests"))  # the row modules import hostile.generate
+    sys.path.insert(0, str(ROOT / "tests"))  # the row modules import support.hostile.generate
     main(sys.argv[1] if len(sys.argv) > 1 else "hostile-corpus")

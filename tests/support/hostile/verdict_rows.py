@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 
-from hostile.generate import (
+from support.hostile.generate import (
     ALL,
     Row,
     blank,

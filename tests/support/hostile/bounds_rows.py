@@ -17,7 +17,7 @@ import json
 
 import nbformat
 
-from hostile.generate import ALL, Row, after, as_bytes, first_code, replace
+from support.hostile.generate import ALL, Row, after, as_bytes, first_code, replace
 
 #: the students whose autograded notebooks must stay under the output caps
 FLOODS = (
