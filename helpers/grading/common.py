@@ -237,13 +237,19 @@ def nbgrader_command(*args: str) -> list[str]:
     return [sys.executable, "-c", NBGRADER, *args]
 
 
+def venv_env(env=None, **extra: str) -> dict[str, str]:
+    """``env`` (default: this process's environment) with this interpreter's ``bin/`` first on
+    PATH (nbgrader runs ``alembic`` by name; a kernel's ``pip`` is the course's), and ``extra``."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return {**env, **extra}
+
+
 def nbgrader(
     root: Path, *args: str, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run ``nbgrader ARGS`` in ``root`` with this interpreter's ``bin/`` first on PATH."""
-    env = dict(os.environ if env is None else env)
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env = venv_env(env)
     cmd = nbgrader_command(*args)
     result = subprocess.run(cmd, cwd=root, env=env, text=True, capture_output=True)
     if check and result.returncode != 0:

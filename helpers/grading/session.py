@@ -7,7 +7,6 @@ import compileall
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from helpers.grading.common import (
     Target,
     exchange_root,
     grading_dir,
+    venv_env,
 )
 from helpers.grading.settings import Settings
 
@@ -133,10 +133,7 @@ class Run:
         env.setdefault("OMP_NUM_THREADS", str(max(1, cpus // self.jobs)))
         runtime = Path(self.config.run_dir) / "runtime"
         runtime.mkdir(exist_ok=True)
-        env["JUPYTER_RUNTIME_DIR"] = str(runtime)
-        bin_dir = str(Path(sys.executable).parent)
-        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-        return env
+        return venv_env(env, JUPYTER_RUNTIME_DIR=str(runtime))
 
     def close(self) -> None:
         sandbox.remove_cgroups(self.config)

@@ -5,7 +5,6 @@ pattern. Import it as ``from support import ...`` (tests/ is on pytest's path). 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import sys
 from pathlib import Path
 
 from helpers import course
+from helpers.grading.common import venv_env
 
 #: A ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` block; group 1 is its content.
 HIDDEN_TESTS = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
@@ -20,10 +20,7 @@ HIDDEN_TESTS = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", 
 
 def nbgrader_env() -> dict[str, str]:
     """Environment for nbgrader subprocesses: the venv's bin/ first (nbgrader calls alembic)."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["COURSE_FAST"] = "1"
-    return env
+    return venv_env(COURSE_FAST="1")
 
 
 def course_copy(dest: Path, *, lessons: bool = True, files: tuple[str, ...] = ()) -> Path:

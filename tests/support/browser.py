@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.grading.common import venv_env
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 
@@ -156,12 +158,11 @@ class LabServer:
         news.mkdir(parents=True, exist_ok=True)
         # Otherwise a "fetch news?" notification covers part of the page.
         (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-        env = dict(os.environ)
+        env = venv_env()
         # conftest sets MPLBACKEND=Agg for headless tests; in Lab plots must use the inline backend.
         env.pop("MPLBACKEND", None)
         env.update(
             COURSE_FAST="1",
-            PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
             JUPYTERLAB_SETTINGS_DIR=str(settings),
             JUPYTERLAB_WORKSPACES_DIR=str(self.state / "workspaces"),
             JUPYTER_RUNTIME_DIR=str(self.state / "runtime"),
