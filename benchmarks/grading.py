@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "students_per_lesson": args.students,
         "cpus": os.cpu_count(),
         "machine": cpu_model(),
-        "lessons": {},
+        "by_lesson": {},
     }
     try:
         for lesson in lessons:
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 - row["breakdown"]["shutdown_graceful_s"],
                 3,
             )
-            report["lessons"][lesson] = row
+            report["by_lesson"][lesson] = row
             ratios = ", ".join(f"{s} {row[s]['ratio_to_plain']:.2f}x" for s in systems[1:])
             print(f"{lesson}: time per notebook relative to plain nbgrader: {ratios}", flush=True)
     finally:

@@ -588,7 +588,8 @@ def _learner_text():
 
     nb = json.loads(notebook_path("release", LESSON).read_text())
     cells = "\n".join("".join(c["source"]) for c in nb["cells"])
-    return {"lesson": cells, "checks": Path(module.__file__).read_text()}
+    package = Path(module.__file__).parent  # the lesson's checks: every module of the package
+    return {"lesson": cells, "checks": "\n".join(p.read_text() for p in package.glob("*.py"))}
 
 
 def test_no_answer_formula_in_what_a_learner_reads():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import LESSONS, SOLUTIONS, lesson_ids, nbgrader_env, notebook_path
+from conftest import LESSONS, ROOT, SOLUTIONS, lesson_ids, nbgrader_env, notebook_path
 from support import HIDDEN_TESTS, course_copy
 
 from helpers import course, publish
@@ -179,3 +179,24 @@ def test_publishing_at_an_address_writes_colab_links_and_the_install_source(tmp_
     (root / "pyproject.toml").write_text("[project\n")  # not TOML
     with pytest.raises(ValueError, match=r"\[project\] table"):
         publish.publish(root)
+
+
+def test_lesson_ids_and_folders_are_spelled_only_by_the_manifest():
+    """No source file but helpers/course.py names a lesson or a course folder (tests and the
+    notebooks aside): the others ask the manifest."""
+    sources = [
+        *(ROOT / "helpers").rglob("*.py"),
+        *(ROOT / "benchmarks").rglob("*.py"),
+        *(ROOT / "deploy").rglob("*.py"),
+        *(ROOT / "images").glob("*.py"),
+        ROOT / "nbgrader_config.py",
+        ROOT / "Makefile",
+    ]
+    spelled = [*course.lesson_ids(), *(f'"{f}"' for f in course.FOLDERS.values())]
+    spelled += [f'"{course.GRADING_FOLDER}"', f'"{course.EXCHANGE}"', f'"{course.GRADEBOOK}"']
+    for path in sources:
+        if path == ROOT / "helpers" / "course.py" or "__pycache__" in path.parts:
+            continue
+        text = path.read_text()
+        for word in spelled:
+            assert word not in text, f"{path.relative_to(ROOT)} spells {word}: ask helpers.course"

@@ -1,6 +1,6 @@
 """``make check`` and ``make autograde`` give the same verdict, exercise by exercise.
 
-Both read the lesson's case table (``helpers/checks/lesson0N.py``), so passing ``make check``
+Both read the lesson's case table (``helpers/checks/lesson0N/``), so passing ``make check``
 must mean full points from the autograder, and failing it must cost that exercise's points. This
 file proves it on a corpus generated from the solutions: for every exercise of every lesson,
 three notebooks that each break that one exercise in a different way (left unanswered, always

@@ -1,4 +1,4 @@
-"""Checks for lesson 01_intro_to_rnns, against torch.nn.RNNCell, torch.nn.RNN, torch.nn.GRU,
+"""Checks for lesson 01, against torch.nn.RNNCell, torch.nn.RNN, torch.nn.GRU,
 torch.autograd (back-propagation through time), torch.nn.utils.clip_grad_norm_,
 torch.nn.functional.cross_entropy and torch.optim.Adagrad.
 

@@ -1,4 +1,4 @@
-"""Checks for lesson 02_lstm_gate_math, against torch.nn.LSTMCell, nn.LSTM and nn.GRUCell.
+"""Checks for lesson 02, against torch.nn.LSTMCell, nn.LSTM and nn.GRUCell.
 
 Every expected value comes from PyTorch's own cells: ``torch.lstm_cell`` and ``torch.gru_cell``,
 the kernels behind ``nn.LSTMCell`` / ``nn.GRUCell`` (and ``nn.LSTM`` itself for whole sequences).

@@ -1,4 +1,4 @@
-"""Checks for lesson 03_time_series_rnn: ``SimpleRNN``, ``train_rnn``, ``forecast`` and
+"""Checks for lesson 03: ``SimpleRNN``, ``train_rnn``, ``forecast`` and
 ``marker_sensitivity``, judged by behaviour.
 
 ``SimpleRNN`` is run against its own ``torch.nn.RNN`` and ``torch.nn.Linear`` layers and probed

@@ -1,4 +1,4 @@
-"""Checks for lesson 04_char_lstm.
+"""Checks for lesson 04.
 
 ``one_hot_encode`` is compared with ``torch.nn.functional.one_hot``; ``CharRNN`` with
 ``torch.nn.LSTM`` and ``torch.nn.Linear`` run on the model's own weights; ``get_batches`` and

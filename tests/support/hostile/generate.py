@@ -29,6 +29,8 @@ from pathlib import Path
 
 import nbformat
 
+from helpers.publish import SETUP_TAG
+
 ROOT = Path(__file__).resolve().parents[3]
 L1 = "01_intro_to_rnns"
 
@@ -113,7 +115,13 @@ def edit(nb, grade_id: str, before: str = "", after: str = "", source: str | Non
 
 
 def first_code(nb):
-    return next(c for c in nb.cells if c.cell_type == "code")
+    """The lesson's first code cell of its own (its imports): the set-up cell before it only
+    installs the course package where it is missing."""
+    return next(
+        c
+        for c in nb.cells
+        if c.cell_type == "code" and SETUP_TAG not in c.get("metadata", {}).get("tags", [])
+    )
 
 
 def with_setup(nb, before: str = "", after: str = ""):
