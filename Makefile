@@ -82,7 +82,7 @@ test-quick: $(DEV)
 
 # Only the grading tests: the hostile-submission corpus (tests/support/hostile/) and hostile folders, a
 # class killed, sharded and merged, the exchange cycle and the verdict corpus (make check vs make
-# autograde); and every lesson run outside the checkout (make test runs two of them).
+# autograde); and every lesson run outside the checkout, from a wheel (tests/test_outside.py).
 test-grading: $(DEV)
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/test_hostile_grading.py \
 		tests/test_grading_bounds.py tests/test_grading_resume.py tests/test_merge.py \

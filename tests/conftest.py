@@ -35,7 +35,6 @@ LONGEST_FIRST = (
     "test_hub.py",
     "test_browser.py",
     "test_autograde.py",
-    "test_outside.py",
     "test_exchange.py",
     "test_merge.py",
 )
