@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from helpers import validate
 from helpers.text import Vocab, make_corpus, read_text
 from helpers.training import progress_bar
 
@@ -45,8 +46,7 @@ PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hy", "bia
 def text_slice(n_chars: int, corpus: str = "tinyshakespeare", val_fraction: float = 0.1):
     """``(vocab, train, val)``: the first ``n_chars`` characters of a shipped corpus, split
     by position (the last ``val_fraction`` held out), as int64 index arrays."""
-    if n_chars < 100:
-        raise ValueError(f"n_chars must be at least 100, got {n_chars}")
+    validate.integer("n_chars", n_chars, 100)
     c = make_corpus(read_text(corpus)[:n_chars], name=corpus, val_fraction=val_fraction)
     return c.vocab, c.train, c.val
 
@@ -178,12 +178,14 @@ def train_char_rnn(
         ("softmax_cross_entropy", softmax_cross_entropy),
         ("adagrad_update", adagrad_update),
     ):
-        if not callable(fn):
-            raise ValueError(f"{name} must be a function, got {type(fn).__name__}")
-    if min(n_updates, seq_length, batch_size, hidden_size, eval_every) < 1:
-        raise ValueError(
-            "n_updates, seq_length, batch_size, hidden_size and eval_every must be >= 1"
-        )
+        validate.function(name, fn)
+    validate.integers(
+        n_updates=n_updates,
+        seq_length=seq_length,
+        batch_size=batch_size,
+        hidden_size=hidden_size,
+        eval_every=eval_every,
+    )
     start = time.perf_counter()
     vocab, train, val = text_slice(n_chars)
     size = len(vocab)
@@ -242,8 +244,7 @@ def sample_text(
 ) -> str:
     """Text the trained model writes after ``prime``, one character at a time, each drawn from
     the softmax of its logits divided by ``temperature`` (lower: more cautious)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    validate.positive("temperature", temperature)
     vocab: Vocab = run["vocab"]
     w_ih, w_hh, b_ih, b_hh, w_hy, b_hy = run["params"]
     dtype = w_ih.dtype

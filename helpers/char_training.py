@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import course
+from helpers import course, validate
 from helpers.precision import check_precision, precision_context, resolve_precision
 from helpers.text import Vocab
 from helpers.training import StepHistory, cpu_threads, model_device, progress_bar
@@ -100,24 +100,14 @@ class TrainConfig:
 
     def __post_init__(self):
         check_precision(self.precision)
-        for name in ("batch_size", "seq_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        validate.integers(batch_size=self.batch_size, seq_length=self.seq_length)
+        validate.positives(lr=self.lr, clip_norm=self.clip_norm)
         if self.max_steps is None and self.budget_seconds is None:
             raise ValueError("give max_steps or budget_seconds (or both): training needs an end")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
-        if self.budget_seconds is not None and not self.budget_seconds > 0:
-            raise ValueError(f"budget_seconds must be positive, got {self.budget_seconds}")
-        if not self.clip_norm > 0:
-            raise ValueError(f"clip_norm must be positive, got {self.clip_norm}")
-        if not 0 <= self.final_lr_fraction <= 1:
-            raise ValueError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be at least 1 (or None), got {self.threads}")
+        validate.integer("max_steps", self.max_steps, optional=True)
+        validate.positive("budget_seconds", self.budget_seconds, optional=True)
+        validate.fraction("final_lr_fraction", self.final_lr_fraction, closed=True)
+        validate.integer("threads", self.threads, optional=True)
 
 
 @dataclass
@@ -239,13 +229,10 @@ def train(
     text (so the chunk boundaries differ from epoch to epoch); within an epoch the state is
     carried from batch to batch and detached.
     """
-    if not callable(get_batches):
-        raise ValueError("get_batches must be a function (arr, batch_size, seq_length)")
-    if not callable(train_step):
-        raise ValueError(
-            "train_step must be a function (model, optimizer, x, y, hidden, clip_norm) -> "
-            "(loss, hidden)"
-        )
+    validate.function("get_batches", get_batches, "(arr, batch_size, seq_length)")
+    validate.function(
+        "train_step", train_step, "(model, optimizer, x, y, hidden, clip_norm) -> (loss, hidden)"
+    )
     train_data = _as_indices(train_data, "train_data")
     val_data = _as_indices(val_data, "val_data")
     per_batch = config.batch_size * config.seq_length

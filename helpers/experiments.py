@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 import torch
 
+from helpers import validate
+
 CellFn = Callable[..., torch.Tensor]
 
 
 def orthogonal(size: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
     """A random ``(size, size)`` orthogonal matrix: every singular value is exactly 1."""
-    if size < 1:
-        raise ValueError(f"size must be at least 1, got {size}")
+    validate.integer("size", size)
     q, r = torch.linalg.qr(torch.randn(size, size, generator=generator, dtype=dtype))
     return q * torch.sign(torch.diagonal(r))  # fix signs so the result is uniformly distributed
 
@@ -122,13 +123,8 @@ def gradient_norms_through_time(
         raise ValueError("forget_bias needs kind='lstm': a plain RNN has no forget gate")
     if not math.isfinite(forget_bias):
         raise ValueError(f"forget_bias must be a finite number, got {forget_bias}")
-    if not weight_scale > 0:
-        raise ValueError(f"weight_scale must be positive, got {weight_scale}")
-    if seq_length < 1 or hidden_size < 1 or input_size < 1:
-        raise ValueError(
-            "seq_length, hidden_size and input_size must be at least 1, got "
-            f"{seq_length}, {hidden_size}, {input_size}"
-        )
+    validate.positive("weight_scale", weight_scale)
+    validate.integers(seq_length=seq_length, hidden_size=hidden_size, input_size=input_size)
     generator = torch.Generator().manual_seed(seed)
     f64 = torch.float64
     if kind == RNN:
@@ -212,26 +208,15 @@ def clipping_experiment(
             thing, a non-positive ``max_norm``, ``lr``, ``weight_scale`` or ``input_scale``, or
             sizes below 1.
     """
-    if clip is not None and not callable(clip):
-        raise ValueError(f"clip must be a function or None, got {type(clip).__name__}")
-    for name, value in (
-        ("max_norm", max_norm),
-        ("lr", lr),
-        ("weight_scale", weight_scale),
-        ("input_scale", input_scale),
-    ):
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
-    sizes = {
-        "n_updates": n_updates,
-        "seq_length": seq_length,
-        "batch_size": batch_size,
-        "hidden_size": hidden_size,
-        "input_size": input_size,
-    }
-    for name, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    validate.function("clip", clip, optional=True)
+    validate.positives(max_norm=max_norm, lr=lr, weight_scale=weight_scale, input_scale=input_scale)
+    validate.integers(
+        n_updates=n_updates,
+        seq_length=seq_length,
+        batch_size=batch_size,
+        hidden_size=hidden_size,
+        input_size=input_size,
+    )
     generator = torch.Generator().manual_seed(seed)
     f64 = torch.float64
     params = [

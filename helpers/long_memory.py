@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
+from helpers import validate
 from helpers.course import data_dir
 from helpers.runtime import get_device
 from helpers.training import cpu_threads, model_device, optimizer_step, progress_bar
@@ -36,11 +37,6 @@ ADDING_BASELINE_MSE = 1.0 / 6.0
 RECURRENT_KINDS = ("RNN", "GRU", "LSTM")
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def _check_positive_int(name: str, value, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def adding_problem(
@@ -63,8 +59,8 @@ def adding_problem(
         ``x`` of shape ``(n_sequences, seq_length, 2)`` (channel 0: values, channel 1: markers)
         and ``y`` of shape ``(n_sequences, 1)``, float32 on ``device`` (default: CPU).
     """
-    _check_positive_int("n_sequences", n_sequences)
-    _check_positive_int("seq_length", seq_length, 2)
+    validate.integer("n_sequences", n_sequences)
+    validate.integer("seq_length", seq_length, 2)
     half = seq_length // 2
     values = torch.rand(n_sequences, seq_length, generator=generator)
     first = torch.randint(0, half, (n_sequences,), generator=generator)
@@ -99,7 +95,7 @@ class LastStepRegressor(nn.Module):
             ("hidden_size", hidden_size),
             ("output_size", output_size),
         ):
-            _check_positive_int(name, value)
+            validate.integer(name, value)
         self.kind = kind
         self.recurrent = getattr(nn, kind)(input_size, hidden_size, batch_first=True)
         self.head = nn.Linear(hidden_size, output_size)
@@ -173,10 +169,8 @@ def train_regressor(
     Returns:
         A ``RegressorHistory``.
     """
-    _check_positive_int("n_steps", n_steps)
-    _check_positive_int("eval_every", eval_every)
-    if time_budget_s is not None and not time_budget_s > 0:
-        raise ValueError(f"time_budget_s must be positive or None, got {time_budget_s!r}")
+    validate.integers(n_steps=n_steps, eval_every=eval_every)
+    validate.positive("time_budget_s", time_budget_s, optional=True)
     device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -247,9 +241,8 @@ def train_adding(
     """
     if kind not in RECURRENT_KINDS:
         raise ValueError(f"kind must be one of {RECURRENT_KINDS}, got {kind!r}")
-    _check_positive_int("seq_length", seq_length, 2)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("n_test", n_test)
+    validate.integer("seq_length", seq_length, 2)
+    validate.integers(batch_size=batch_size, n_test=n_test)
     device = torch.device(device) if device is not None else get_device()
     test_set = adding_problem(
         n_test, seq_length, generator=torch.Generator().manual_seed(10_000 + seed)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from helpers import validate
 from helpers.training import PlainAdam, optimizer_step
 
 #: Row order of the gate blocks in an LSTM's ``weight_ih`` / ``weight_hh`` / biases.
@@ -112,8 +113,7 @@ def gate_rows(hidden_size: int, gate: str, gates: Sequence[str] = LSTM_GATES) ->
     gates = _check_gates(gates)
     if gate not in gates:
         raise ValueError(f"gate must be one of {gates}, got {gate!r}")
-    if not isinstance(hidden_size, int) or hidden_size < 1:
-        raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
+    validate.integer("hidden_size", hidden_size)
     k = gates.index(gate)
     return slice(k * hidden_size, (k + 1) * hidden_size)
 
@@ -288,11 +288,8 @@ def latch_task(
     Returns:
         ``(events, targets)``, both ``(batch_size, seq_length, 1)`` in the default dtype.
     """
-    for name, value in (("batch_size", batch_size), ("seq_length", seq_length)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not 0 < pulse_probability < 1:
-        raise ValueError(f"pulse_probability must be in (0, 1), got {pulse_probability}")
+    validate.integers(batch_size=batch_size, seq_length=seq_length)
+    validate.fraction("pulse_probability", pulse_probability)
     pulses = torch.rand(batch_size, seq_length, generator=generator) < pulse_probability
     signs = torch.randint(0, 2, (batch_size, seq_length), generator=generator) * 2 - 1
     events = (pulses * signs).to(torch.get_default_dtype()).unsqueeze(-1)
@@ -329,8 +326,7 @@ def train_latch_model(
     """
     from torch import nn
 
-    if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
+    validate.integer("n_steps", n_steps)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     lstm = nn.LSTM(1, hidden_size, batch_first=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers import course
+from helpers import course, validate
 
 #: The folders of the shipped data and diagrams, inside the installed package (never the
 #: repository: a lesson runs from a wheel too).
@@ -43,8 +43,7 @@ def seed_everything(seed: int = 0) -> torch.Generator:
         A CPU ``torch.Generator`` seeded with ``seed``, for code that takes an explicit generator
         (sampling, data shuffling).
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    validate.integer("seed", seed, 0)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from helpers import validate
 from helpers.runtime import DATA_DIR, data_path
 
 #: The shipped corpora the lessons and the benchmark know by name.
@@ -163,8 +164,7 @@ def split_train_val(encoded: np.ndarray, val_fraction: float = 0.1):
     The split is by position, not at random: validation text is text the model never saw, and
     it stays one contiguous stream so the hidden state can be carried through it.
     """
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    validate.fraction("val_fraction", val_fraction)
     n_val = int(round(len(encoded) * val_fraction))
     if n_val < 2 or len(encoded) - n_val < 2:
         raise ValueError(

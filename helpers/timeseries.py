@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
+from helpers import validate
 from helpers.training import model_device
 
 #: Time between two samples of the sine waves (a period of 2*pi/frequency is ~42 samples).
@@ -41,16 +42,8 @@ WARMUP = 20
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def _check_positive_int(name: str, value, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 def _check_wave(dt: float, frequency: float, noise: float) -> None:
-    if not dt > 0:
-        raise ValueError(f"dt must be positive, got {dt!r}")
-    if not frequency > 0:
-        raise ValueError(f"frequency must be positive, got {frequency!r}")
+    validate.positives(dt=dt, frequency=frequency)
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0 (a standard deviation), got {noise!r}")
 
@@ -108,11 +101,10 @@ def sine_windows(
     Returns:
         A ``SineWindows`` whose tensors are ``(n, seq_length, 1)`` float32 on the CPU.
     """
-    _check_positive_int("n_windows", n_windows, 2)
-    _check_positive_int("seq_length", seq_length)
+    validate.integer("n_windows", n_windows, 2)
+    validate.integer("seq_length", seq_length)
     _check_wave(dt, frequency, noise)
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
+    validate.fraction("test_fraction", test_fraction)
     n_test = round(n_windows * test_fraction)
     if not 1 <= n_test < n_windows:
         raise ValueError(
@@ -144,8 +136,7 @@ def sine_series(
     Returns:
         ``(n_series, length, 1)`` float32 on the CPU.
     """
-    _check_positive_int("n_series", n_series)
-    _check_positive_int("length", length)
+    validate.integers(n_series=n_series, length=length)
     _check_wave(dt, frequency, noise)
     generator = torch.Generator().manual_seed(seed)
     phases = torch.rand(n_series, generator=generator, dtype=torch.float64) * 2 * math.pi
@@ -174,8 +165,7 @@ def sine_stream(
         ``(x, y)``, each ``(batch_size, seq_length, 1)`` float32 on ``device`` (default: CPU),
         with ``y[:, t] = x[:, t + 1]`` and ``y[:, -1]`` equal to the next window's ``x[:, 0]``.
     """
-    _check_positive_int("seq_length", seq_length)
-    _check_positive_int("batch_size", batch_size)
+    validate.integers(seq_length=seq_length, batch_size=batch_size)
     _check_wave(dt, frequency, noise)
     device = torch.device(device) if device is not None else torch.device("cpu")
     generator = torch.Generator().manual_seed(seed)

@@ -24,10 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-
-def _check_threads(n) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be an int >= 1 (a number of CPU threads) or None, got {n!r}")
+from helpers import validate
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -49,7 +46,7 @@ def cpu_threads(n: int | None, device: torch.device | str | None = None):
     if n is None or (device is not None and torch.device(device).type != "cpu"):
         yield
         return
-    _check_threads(n)
+    validate.integer("n", n)
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -103,8 +100,7 @@ class PlainAdam:
         params = list(params)
         if not params:
             raise ValueError("params is empty: expected the tensors to optimise")
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr!r}")
+        validate.positive("lr", lr)
         self.param_groups = [{"params": params, "lr": lr}]
         self.betas, self.eps, self.steps = betas, eps, 0
         self._first = [torch.zeros_like(p) for p in params]

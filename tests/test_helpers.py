@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import helpers
+from helpers import validate
 from helpers.checks.core import (
     Cause,
     CheckFailure,
@@ -36,7 +37,7 @@ def test_seed_everything_is_reproducible():
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "3", True])
 def test_seed_rejects_bad_values(bad):
-    with pytest.raises(ValueError, match="non-negative int"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
         helpers.seed_everything(bad)
 
 
@@ -254,7 +255,7 @@ def test_gradient_norms_follow_the_weight_scale():
     assert large[-1] == pytest.approx(1.5**9, rel=1e-3)
     with pytest.raises(ValueError, match="positive"):
         gradient_norms_through_time(cell, 0.0)
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="seq_length must be an int >= 1"):
         gradient_norms_through_time(cell, 1.0, seq_length=0)
 
 
@@ -328,7 +329,7 @@ def test_lstm_gradient_norms_are_seeded_and_follow_the_forget_bias():
         ({"wrt": "c"}, "a plain RNN has no cell state"),
         ({"forget_bias": 1.0}, "a plain RNN has no forget gate"),
         ({"kind": "lstm", "forget_bias": float("nan")}, "finite"),
-        ({"kind": "lstm", "hidden_size": 0}, "at least 1"),
+        ({"kind": "lstm", "hidden_size": 0}, "hidden_size must be an int >= 1"),
     ],
 )
 def test_gradient_norms_reject_bad_options(kwargs, message):
@@ -360,3 +361,39 @@ def test_gradient_norms_reject_a_cell_of_the_wrong_kind():
     with pytest.raises(ValueError, match="does not depend"):
         gradient_norms_through_time(lambda x, s, p: (s[0] * 1, s[1] * 1), 1.0, kind="lstm", wrt="c")
     assert gradient_norms_through_time(rnn, 1.0, seq_length=3).shape == (3,)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: validate.integer("size", 0), "size must be an int >= 1, got 0"),
+        (lambda: validate.integer("size", True), "size must be an int >= 1, got True"),
+        (lambda: validate.integer("size", 2.0), "size must be an int >= 1, got 2.0"),
+        (lambda: validate.integer("n", 1, 2), "n must be an int >= 2, got 1"),
+        (lambda: validate.integer("t", "3", optional=True), "t must be an int >= 1 or None"),
+        (lambda: validate.integers(a=1, b=0), "b must be an int >= 1, got 0"),
+        (lambda: validate.positive("lr", 0.0), "lr must be a positive number, got 0.0"),
+        (lambda: validate.positive("lr", float("nan")), "lr must be a positive number, got nan"),
+        (lambda: validate.positive("lr", float("inf")), "lr must be a positive number, got inf"),
+        (lambda: validate.positive("lr", "1e-3"), "lr must be a positive number, got '1e-3'"),
+        (lambda: validate.positives(a=1, b=-1), "b must be a positive number, got -1"),
+        (lambda: validate.fraction("p", 1.0), "p must be a number strictly between 0 and 1"),
+        (lambda: validate.fraction("p", 1.5, closed=True), "p must be a number in \\[0, 1\\]"),
+        (lambda: validate.function("f", 3, "(x)"), "f must be a function \\(x\\), got int"),
+        (lambda: validate.function("f", 3, optional=True), "f must be a function or None"),
+    ],
+)
+def test_validate_names_the_argument_and_what_was_expected(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_validate_returns_what_it_accepts():
+    assert validate.integer("n", 0, 0) == 0
+    assert validate.integer("n", None, optional=True) is None
+    assert validate.positive("lr", 1e-3) == 1e-3
+    assert validate.positive("t", None, optional=True) is None
+    assert validate.fraction("p", 0.0, closed=True) == 0.0
+    assert validate.fraction("p", 0.5) == 0.5
+    assert validate.function("f", len) is len
+    assert validate.function("f", None, optional=True) is None

@@ -113,6 +113,15 @@ def fail(exercise: str, problem: str, inputs: Mapping[str, object] | None = None
     raise CheckFailure("\n".join(lines)) from None
 
 
+def not_implemented(exercise: str, inputs: Mapping[str, object] | None = None):
+    """Fail because the learner's function still raises ``NotImplementedError``."""
+    fail(
+        exercise,
+        "not implemented yet: replace `raise NotImplementedError()` with your code.",
+        inputs,
+    )
+
+
 def _snapshot(value):
     if _type(value) is _Tensor or _type(value) is _Parameter:
         return _tb_clone(_tb_detach(value))
@@ -215,11 +224,7 @@ def call(
             warnings.simplefilter("always")
             result = fn(*given, **kwargs)
     except NotImplementedError:
-        fail(
-            exercise,
-            "not implemented yet: replace `raise NotImplementedError()` with your code.",
-            inputs,
-        )
+        not_implemented(exercise, inputs)
     except CheckFailure:
         raise
     except expect:

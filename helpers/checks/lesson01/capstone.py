@@ -21,6 +21,7 @@ from helpers.checks.core import (
     call,
     check_integrity,
     fail,
+    not_implemented,
     report,
 )
 from helpers.checks.engine import Mistake, causes, records
@@ -246,11 +247,7 @@ def _call_in_place(exercise, fn, args, inputs):
         with contextlib.redirect_stderr(io.StringIO()):
             result = fn(*args)
     except NotImplementedError:
-        fail(
-            exercise,
-            "not implemented yet: replace `raise NotImplementedError()` with your code.",
-            inputs,
-        )
+        not_implemented(exercise, inputs)
     except CheckFailure:
         raise
     except Exception as exc:  # the learner's code may raise anything: report it

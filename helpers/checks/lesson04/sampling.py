@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.checks.core import call, fail
+from helpers.checks.core import call, fail, not_implemented
 from helpers.checks.engine import Mistake, diagnosis
 from helpers.text import Vocab
 
@@ -302,7 +302,7 @@ def _check_unknown_prime(sample, fixed, vocab: Vocab) -> None:
         except ValueError:
             continue
         except NotImplementedError:
-            fail(name, "not implemented yet: replace `raise NotImplementedError()` with your code.")
+            not_implemented(name)
         except Exception as exc:
             fail(
                 name,
