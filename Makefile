@@ -70,8 +70,7 @@ lint: $(DEV)
 # twice, and tests/test_grading_bounds.py: about 10 minutes), a class graded killed, resumed
 # and in shards, then merged (tests/test_grading_resume.py, tests/test_merge.py: about 5
 # minutes), and the exchange cycle from the command line (tests/test_exchange.py; tests/test_hub.py
-# runs it through JupyterHub in make test), and lessons 02 and 03 run outside the checkout
-# (tests/test_outside.py).
+# runs it through JupyterHub in make test).
 test: $(DEV) lint
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest -n auto --dist loadfile --timeout=900 -m "not corpus" \
 		$(ARGS)
@@ -83,8 +82,7 @@ test-quick: $(DEV)
 
 # Only the grading tests: the hostile-submission corpus (tests/support/hostile/) and hostile folders, a
 # class killed, sharded and merged, the exchange cycle and the verdict corpus (make check vs make
-# autograde); and every lesson run outside the checkout, from a wheel (tests/test_outside.py;
-# make test runs the first and the last lesson of it).
+# autograde); and every lesson run outside the checkout, from a wheel (tests/test_outside.py).
 test-grading: $(DEV)
 	$(RUN) COURSE_FAST=1 $(BIN)/python -m pytest tests/test_hostile_grading.py \
 		tests/test_grading_bounds.py tests/test_grading_resume.py tests/test_merge.py \
