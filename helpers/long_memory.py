@@ -90,12 +90,7 @@ class LastStepRegressor(nn.Module):
         super().__init__()
         if kind not in RECURRENT_KINDS:
             raise ValueError(f"kind must be one of {RECURRENT_KINDS}, got {kind!r}")
-        for name, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("output_size", output_size),
-        ):
-            validate.integer(name, value)
+        validate.integers(input_size=input_size, hidden_size=hidden_size, output_size=output_size)
         self.kind = kind
         self.recurrent = getattr(nn, kind)(input_size, hidden_size, batch_first=True)
         self.head = nn.Linear(hidden_size, output_size)

@@ -46,7 +46,7 @@ def cpu_threads(n: int | None, device: torch.device | str | None = None):
     if n is None or (device is not None and torch.device(device).type != "cpu"):
         yield
         return
-    validate.integer("n", n)
+    validate.integer("n", n, optional=True)  # None (no change) is handled above
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
